@@ -1,0 +1,77 @@
+"""zelo-hf: train rerankers and embedders with the zELO method, Hugging Face Hub-native.
+
+Names are imported lazily so ``import zelo_hf`` (and the ``zelo`` CLI) stays fast and
+``fit_scores`` works without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
+
+# litellm fetches its cost map from the network at import unless told otherwise (offline by default).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # data and Hub
+    "RetrievalData": "data",
+    "load_retrieval_data": "data",
+    "bundled_path": "data",
+    "save_dataset_folder": "hub",
+    "push_folder": "hub",
+    # sparse comparison graphs
+    "sample_cycle_graph": "graphs",
+    "dense_graph": "graphs",
+    "is_connected": "graphs",
+    "graph_diameter": "graphs",
+    # Thurstone / Bradley-Terry fit and labeling
+    "fit_scores": "thurstone",
+    "fit_scores_batched": "thurstone",
+    "FitResult": "thurstone",
+    "thurstone_map": "labeling",
+    "group_preferences": "labeling",
+    "label_preferences": "labeling",
+    # simulated judgments (tests, benchmarks, demos)
+    "simulate_probs": "simulate",
+    # cross-query calibration
+    "sample_cross_query_pairs": "calibration",
+    "fit_query_offsets": "calibration",
+    "calibrate_labels": "calibration",
+    # candidates, judges, preference sets, per-rater calibration
+    "bm25_candidates": "candidates",
+    "embedder_candidates": "candidates",
+    "reciprocal_rank_fusion": "candidates",
+    "LiteLLMJudge": "judges",
+    "EnsembleJudge": "judges",
+    "SimulatedJudge": "judges",
+    "PairwiseModelJudge": "judges",
+    "JudgmentCache": "cache",
+    "judge_pairs": "preferences",
+    "fit_raters": "raters",
+    # models and trainers
+    "rerank": "modeling",
+    "PairwiseConfig": "trainer",
+    "PairwiseTrainer": "trainer",
+    "PointwiseConfig": "trainer",
+    "PointwiseTrainer": "trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .data import RetrievalData, bundled_path, load_retrieval_data  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'zelo_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

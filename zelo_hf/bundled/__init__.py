@@ -1,0 +1,1 @@
+"""Bundled offline copies of SciFact and Cranfield in BEIR layout (licenses and provenance: README.md)."""

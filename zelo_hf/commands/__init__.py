@@ -1,0 +1,1 @@
+"""CLI commands; see zelo_hf/cli.py."""

@@ -1,0 +1,129 @@
+"""Retrieval data in BEIR layout: bundled copies (SciFact, Cranfield), local folders, or Hub dataset ids.
+
+A BEIR folder holds ``corpus.jsonl`` (or ``corpus.jsonl.gz``) with ``{"_id", "title", "text"}``,
+``queries.jsonl`` with ``{"_id", "text"}`` and ``qrels/<split>.tsv`` (``query-id corpus-id score``).
+On the Hub the same data is either one repo with ``corpus``/``queries`` configs and qrels in the
+``default`` config (the ``mteb/<name>`` layout) or a ``<name>`` repo plus a ``<name>-qrels`` repo
+(the ``BeIR/<name>`` layout).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED = ("scifact", "cranfield")
+
+
+@dataclass
+class RetrievalData:
+    """Corpus, queries and graded relevance judgments (qrels) of one split."""
+
+    name: str
+    corpus: dict[str, dict[str, str]]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    split: str = "test"
+
+    def doc_text(self, doc_id: str) -> str:
+        """Title and text joined the way BEIR rerankers read them."""
+        doc = self.corpus[doc_id]
+        title, text = doc.get("title", "") or "", doc.get("text", "") or ""
+        return f"{title}\n{text}".strip() if title else text.strip()
+
+    def subset(self, query_ids: list[str]) -> RetrievalData:
+        """The same corpus with only these queries (and their qrels)."""
+        missing = [q for q in query_ids if q not in self.queries]
+        if missing:
+            raise KeyError(f"`query_ids` contains ids not in {self.name!r} queries (got {missing[:5]}): check the split.")
+        return RetrievalData(
+            name=self.name,
+            corpus=self.corpus,
+            queries={q: self.queries[q] for q in query_ids},
+            qrels={q: self.qrels[q] for q in query_ids if q in self.qrels},
+            split=self.split,
+        )
+
+
+def bundled_path(name: str) -> Path:
+    """Folder of a bundled BEIR dataset (``scifact`` or ``cranfield``); see ``bundled/README.md`` for licenses."""
+    if name not in BUNDLED:
+        raise ValueError(f"`name` must be one of {BUNDLED} (got name={name!r}): pass a bundled dataset name.")
+    return BUNDLED_DIR / name
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (header ``query-id corpus-id score``) into ``{query_id: {doc_id: grade}}``."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise ValueError(f"{path}: expected the header 'query-id\\tcorpus-id\\tscore' (got {header!r}).")
+        for line_no, row in enumerate(reader, start=2):
+            if len(row) < 3:
+                raise ValueError(f"{path}:{line_no}: expected 3 tab-separated fields (got {row!r}).")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    return qrels
+
+
+def load_beir_folder(folder: str | Path, split: str = "test") -> RetrievalData:
+    """Load a local BEIR-layout folder; ``split`` picks ``qrels/<split>.tsv`` (queries are not filtered)."""
+    folder = Path(folder)
+    corpus_path = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).exists()), None)
+    if corpus_path is None:
+        raise FileNotFoundError(f"{folder}: no corpus.jsonl or corpus.jsonl.gz; a BEIR folder needs one.")
+    corpus = {}
+    for doc in _read_jsonl(corpus_path):
+        corpus[str(doc["_id"])] = {"title": doc.get("title", "") or "", "text": doc.get("text", "") or ""}
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(folder / "queries.jsonl")}
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    qrels = read_qrels(qrels_path) if qrels_path.exists() else {}
+    if not qrels_path.exists() and (folder / "qrels").exists():
+        available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise FileNotFoundError(f"{qrels_path} not found: `split` must be one of {available} (got split={split!r}).")
+    return RetrievalData(name=folder.name, corpus=corpus, queries=queries, qrels=qrels, split=split)
+
+
+def load_beir_hub(repo_id: str, split: str = "test", revision: str | None = None) -> RetrievalData:
+    """Load a BEIR dataset from the Hub (``mteb/<name>`` or ``BeIR/<name>`` + ``BeIR/<name>-qrels`` layouts)."""
+    from datasets import load_dataset
+
+    corpus_ds = load_dataset(repo_id, "corpus", revision=revision)
+    queries_ds = load_dataset(repo_id, "queries", revision=revision)
+    corpus_ds = corpus_ds[next(iter(corpus_ds))]
+    queries_ds = queries_ds[next(iter(queries_ds))]
+    try:
+        qrels_ds = load_dataset(repo_id, "default", split=split, revision=revision)
+    except (ValueError, FileNotFoundError):
+        qrels_ds = load_dataset(f"{repo_id}-qrels", split=split)
+    corpus = {str(r["_id"]): {"title": r.get("title") or "", "text": r.get("text") or ""} for r in corpus_ds}
+    queries = {str(r["_id"]): r["text"] for r in queries_ds}
+    qrels: dict[str, dict[str, int]] = {}
+    for r in qrels_ds:
+        qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
+    return RetrievalData(name=repo_id.split("/")[-1], corpus=corpus, queries=queries, qrels=qrels, split=split)
+
+
+def load_retrieval_data(source: str | Path, split: str = "test") -> RetrievalData:
+    """Load retrieval data from a bundled name (``scifact``, ``cranfield``), a local BEIR folder or a Hub id."""
+    if str(source) in BUNDLED:
+        return load_beir_folder(bundled_path(str(source)), split=split)
+    path = Path(source)
+    if path.exists():
+        return load_beir_folder(path, split=split)
+    if "/" in str(source) and not str(source).startswith((".", "/")):
+        return load_beir_hub(str(source), split=split)
+    raise FileNotFoundError(
+        f"`source` is neither a bundled dataset {BUNDLED}, an existing folder, nor a Hub repo id (got {source!r})."
+    )

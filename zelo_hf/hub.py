@@ -1,0 +1,98 @@
+"""Saving artifacts as Hub-ready folders (parquet + card) and pushing them; one place for all uploads.
+
+Every artifact of the pipeline (preference sets, label sets, model weights) is first written to a local
+folder exactly as it would appear on the Hub, so offline tests cover what would be uploaded; the upload
+itself is the single call in :func:`push_folder`. Tokens come from the environment (``HF_TOKEN``) only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .utils import get_logger, redact
+
+logger = get_logger(__name__)
+
+
+def template_path(name: str) -> Path:
+    """Path of a card template shipped in ``model_cards/`` (installed as ``zelo_hf.model_cards``)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("zelo_hf.model_cards").joinpath(name)))
+    if not path.exists():
+        available = sorted(p.name for p in path.parent.glob("*.md"))
+        raise FileNotFoundError(f"card template {name!r} not found: pick one of {available}.")
+    return path
+
+
+def render_dataset_card(template: str, card_data: dict[str, Any] | None = None, **variables: Any):
+    """A ``huggingface_hub.DatasetCard`` rendered from a template in ``model_cards/``; secrets redacted."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    data = DatasetCardData(**(card_data or {}))
+    card = DatasetCard.from_template(data, template_path=str(template_path(template)), **variables)
+    return DatasetCard(redact(str(card)))
+
+
+def render_model_card(template: str, card_data: dict[str, Any] | None = None, **variables: Any):
+    """A ``huggingface_hub.ModelCard`` rendered from a template in ``model_cards/``; secrets redacted."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(**(card_data or {}))
+    card = ModelCard.from_template(data, template_path=str(template_path(template)), **variables)
+    return ModelCard(redact(str(card)))
+
+
+def save_dataset_folder(dataset, output_dir: str | Path, card=None, split: str = "train") -> Path:
+    """Write ``dataset`` (a ``Dataset`` or ``DatasetDict``) as ``data/<split>-00000-of-00001.parquet`` + README.md.
+
+    The folder loads back with ``datasets.load_dataset(str(output_dir))`` and uploads as-is to the Hub.
+    """
+    from datasets import DatasetDict
+
+    output_dir = Path(output_dir)
+    (output_dir / "data").mkdir(parents=True, exist_ok=True)
+    splits = dataset if isinstance(dataset, DatasetDict) else {split: dataset}
+    for name, ds in splits.items():
+        for old in (output_dir / "data").glob(f"{name}-*.parquet"):
+            old.unlink()
+        ds.to_parquet(str(output_dir / "data" / f"{name}-00000-of-00001.parquet"))
+    if card is not None:
+        card.save(str(output_dir / "README.md"))
+    return output_dir
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    repo_type: str = "dataset",
+    private: bool | None = None,
+    commit_message: str = "Upload with zelo-hf",
+    revision: str | None = None,
+) -> str:
+    """Create ``repo_id`` if needed and upload ``folder``; the token is read from the environment by huggingface_hub."""
+    from huggingface_hub import HfApi
+
+    if repo_type not in ("dataset", "model"):
+        raise ValueError(f"`repo_type` must be 'dataset' or 'model' (got repo_type={repo_type!r}).")
+    api = HfApi()
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    info = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=commit_message, revision=revision
+    )
+    logger.info("pushed %s to %s", folder, repo_id)
+    return str(getattr(info, "commit_url", info))
+
+
+def load_dataset_any(source: str | Path, split: str | None = "train"):
+    """Load a dataset saved by this toolkit from a local folder, a parquet/jsonl file, or a Hub repo id."""
+    from datasets import load_dataset
+
+    path = Path(source)
+    if path.is_file():
+        fmt = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix)
+        if fmt is None:
+            raise ValueError(f"unsupported file type {path.suffix!r} for {source}: use .parquet, .jsonl or .csv.")
+        return load_dataset(fmt, data_files=str(path), split=split)
+    return load_dataset(str(source), split=split)
