@@ -1,0 +1,106 @@
+"""Sparse comparison graphs (ZELO.md step 2) and the simulated judges."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from zelo_hf.graphs import comparison_graph, dense_graph, graph_diameter, is_connected, sample_cycle_graph
+from zelo_hf.simulate import latent_scores, simulate_probs, simulate_queries
+
+
+@pytest.mark.parametrize("n,degree", [(100, 8), (10, 4), (7, 2), (33, 16)])
+def test_cycle_graph_is_regular_connected_and_duplicate_free(n, degree):
+    edges = sample_cycle_graph(n, degree, seed=0)
+    assert edges.dtype == np.int64 and edges.shape == (n * degree // 2, 2)
+    assert (edges[:, 0] != edges[:, 1]).all()
+    np.testing.assert_array_equal(np.bincount(edges.ravel(), minlength=n), np.full(n, degree))
+    keys = np.minimum(edges[:, 0], edges[:, 1]) * n + np.maximum(edges[:, 0], edges[:, 1])
+    assert len(np.unique(keys)) == len(keys)
+    assert is_connected(edges, n)
+
+
+def test_cycle_graph_is_reproducible_and_seed_dependent():
+    a, b, c = sample_cycle_graph(50, 8, seed=3), sample_cycle_graph(50, 8, seed=3), sample_cycle_graph(50, 8, seed=4)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    gen = np.random.default_rng(3)
+    np.testing.assert_array_equal(sample_cycle_graph(50, 8, seed=gen), a)
+
+
+def test_expander_diameter_is_small():
+    assert 2 <= graph_diameter(sample_cycle_graph(100, 8, seed=0), 100) <= 5
+
+
+def test_redraw_budget_exhausted_warns_and_keeps_multigraph():
+    with pytest.warns(UserWarning, match="max_redraws=0"):
+        edges = sample_cycle_graph(5, 4, seed=1, max_redraws=0) if _has_dup(5, 4, 1) else _force_warning()
+    assert edges.shape == (10, 2)
+
+
+def _has_dup(n, degree, seed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        edges = sample_cycle_graph(n, degree, seed=seed, redraw_duplicates=False)
+    keys = np.minimum(edges[:, 0], edges[:, 1]) * n + np.maximum(edges[:, 0], edges[:, 1])
+    return len(np.unique(keys)) < len(keys)
+
+
+def _force_warning():
+    for seed in range(100):
+        if _has_dup(5, 4, seed):
+            return sample_cycle_graph(5, 4, seed=seed, max_redraws=0)
+    raise AssertionError("no duplicate found")
+
+
+@pytest.mark.parametrize(
+    "n,degree,match",
+    [(10, 3, "must be even"), (8, 8, "< n"), (10, 0, ">= 2"), (2, 2, "`n` must be >= 3"), (9, 10, "degree=10, n=9")],
+)
+def test_cycle_graph_errors_name_the_argument(n, degree, match):
+    with pytest.raises(ValueError, match=match):
+        sample_cycle_graph(n, degree)
+
+
+def test_small_n_falls_back_to_dense():
+    np.testing.assert_array_equal(comparison_graph(2, 8), [[0, 1]])
+    assert len(comparison_graph(3, 8)) == 3 and len(comparison_graph(9, 8)) == 36
+    assert len(comparison_graph(10, 8, seed=0)) == 40
+    with pytest.raises(ValueError, match="n=1"):
+        comparison_graph(1, 8)
+    assert len(dense_graph(100)) == 4950
+
+
+def test_disconnected_graph_detected():
+    edges = np.array([[0, 1], [2, 3]])
+    assert not is_connected(edges, 4) and graph_diameter(edges, 4) == -1
+    assert (
+        is_connected(np.array([[0, 1], [1, 2], [2, 3]]), 4)
+        and graph_diameter(np.array([[0, 1], [1, 2], [2, 3]]), 4) == 3
+    )
+    with pytest.raises(ValueError, match="out of range"):
+        is_connected(np.array([[0, 5]]), 4)
+
+
+def test_simulated_judges_follow_the_noise_model():
+    rng = np.random.default_rng(0)
+    latent = np.array([1.0, 0.0])
+    edges = np.tile([[0, 1]], (20000, 1))
+    probs = simulate_probs(latent, edges, rng, noise_sd=0.2, uniform_rate=0.0)
+    assert abs(probs.mean() - 0.7293) < 0.01  # E[sigmoid(1 + N(0, .04))] ~ 0.7293
+    noisy = simulate_probs(latent, edges, rng, noise_sd=0.0, uniform_rate=0.5)
+    assert abs((np.abs(noisy - 1 / (1 + np.exp(-1.0))) > 1e-12).mean() - 0.5) < 0.02
+    votes = simulate_probs(latent, edges, rng, n_votes=5, binary=True)
+    assert set(np.unique(votes * 5).round().astype(int)) <= set(range(6))
+    with pytest.raises(ValueError, match="n_votes=0"):
+        simulate_probs(latent, edges, rng, n_votes=0)
+
+
+def test_simulate_queries_layout():
+    sim = simulate_queries(5, n_docs=np.array([2, 5, 20, 20, 3]), degree=4, seed=0, offset_sd=1.0)
+    assert sim.latent.shape == (50,) and len(sim.probs) == len(sim.edges)
+    lat, edges, probs = sim.query(2)
+    assert len(lat) == 20 and edges.max() < 20 and len(edges) == 40 and len(probs) == 40
+    assert np.all((latent_scores(1000, 0) >= -2) & (latent_scores(1000, 0) <= 2))

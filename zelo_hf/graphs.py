@@ -1,0 +1,170 @@
+"""Sparse comparison graphs: which document pairs of one query get judged (ZELO.md, pipeline step 2).
+
+For ``n`` candidates the paper judges the union of ``degree / 2`` random Hamiltonian cycles: a
+``degree``-regular multigraph with ``n * degree / 2`` edges (``degree=8, n=100`` -> 400 pairs instead of
+4,950). Each cycle alone is connected, every node has the same degree (a well-conditioned fit), and random
+regular graphs are expanders, so the diameter is small (about ``log n / log(degree - 1)``).
+
+Edges are returned as an ``int64`` array of shape ``(m, 2)``: row ``(a, b)`` asks "is document ``a`` more
+relevant than document ``b``?". Indices are positions in the query's candidate list.
+
+Small ``n``: a Hamiltonian cycle needs ``n >= 3``; with ``n = 3`` the only cycle is the triangle (degree 2),
+which is already the dense graph. :func:`comparison_graph` is the entry point for pipelines: it falls back to
+the dense graph whenever ``n <= degree + 1`` (there the dense graph has no more pairs than the sparse one
+would), so ``n = 2`` gives the single comparison ``(0, 1)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+__all__ = ["sample_cycle_graph", "dense_graph", "comparison_graph", "is_connected", "graph_diameter"]
+
+
+def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _check_cycle_args(n: int, degree: int) -> None:
+    if n < 3:
+        raise ValueError(
+            f"`n` must be >= 3 for a Hamiltonian cycle (got n={n}): use `comparison_graph(n, degree)`, which "
+            "returns the dense graph for small n (n=2 -> the single pair (0, 1))."
+        )
+    if degree < 2:
+        raise ValueError(f"`degree` must be >= 2 (got degree={degree}): pass an even degree, e.g. 8.")
+    if degree % 2:
+        raise ValueError(
+            f"`degree` must be even, each Hamiltonian cycle adds 2 (got degree={degree}): pass e.g. {degree + 1}."
+        )
+    if degree >= n:
+        raise ValueError(
+            f"`degree` must be even and < n (got degree={degree}, n={n}): pass a smaller even degree, or use "
+            "`comparison_graph(n, degree)` / `dense_graph(n)` to judge all pairs."
+        )
+
+
+def _edge_keys(edges: np.ndarray, n: int) -> np.ndarray:
+    """One integer per unordered pair, so duplicates between cycles are found with ``np.isin``."""
+    lo, hi = np.minimum(edges[:, 0], edges[:, 1]), np.maximum(edges[:, 0], edges[:, 1])
+    return lo * n + hi
+
+
+def _repeats(perm: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
+    """Positions ``i`` whose cycle edge ``(perm[i], perm[i+1])`` is already in ``seen`` (sorted keys)."""
+    keys = _edge_keys(np.stack([perm, np.roll(perm, -1)], axis=1), n)
+    pos = np.minimum(np.searchsorted(seen, keys), max(len(seen) - 1, 0))
+    return np.flatnonzero(seen[pos] == keys) if len(seen) else np.empty(0, dtype=np.int64)
+
+
+def _redraw_repeats(perm: np.ndarray, seen: np.ndarray, n: int, rng: np.random.Generator, budget: int) -> int:
+    """Re-draw the positions of documents on repeated pairs (swap with a random position) while that helps.
+
+    A swap is kept when it does not increase the number of repeated pairs. Returns the number of repeats left.
+    """
+    bad = _repeats(perm, seen, n)
+    for _ in range(budget):
+        if not len(bad):
+            break
+        i, j = rng.choice(bad), rng.integers(n)
+        perm[[i, j]] = perm[[j, i]]
+        new_bad = _repeats(perm, seen, n)
+        if len(new_bad) <= len(bad):
+            bad = new_bad
+        else:
+            perm[[i, j]] = perm[[j, i]]
+    return len(bad)
+
+
+def sample_cycle_graph(
+    n: int,
+    degree: int = 8,
+    seed: int | np.random.Generator | None = None,
+    redraw_duplicates: bool = True,
+    max_redraws: int = 100,
+) -> np.ndarray:
+    """Union of ``degree // 2`` random Hamiltonian cycles on ``n`` nodes: ``int64`` edges of shape ``(n*degree//2, 2)``.
+
+    Args:
+        n: number of documents (>= 3).
+        degree: even degree of every node, ``2 <= degree < n``.
+        seed: an int or a ``np.random.Generator``; the same seed gives the same graph.
+        redraw_duplicates: re-draw the parts of a new cycle that repeat a pair already in the graph (a document
+            on a repeated pair swaps its place in the cycle with a random other document, kept when it does not
+            add repeats), so every judged pair is new information.
+        max_redraws: re-draws allowed per cycle. When repeats remain after them (dense regimes, e.g.
+            ``degree = n - 1``) the multigraph is kept and a warning says so -- never silently.
+    """
+    _check_cycle_args(n, degree)
+    rng = _rng(seed)
+    cycles: list[np.ndarray] = []
+    seen = np.empty(0, dtype=np.int64)
+    for _ in range(degree // 2):
+        perm = rng.permutation(n)
+        left = _redraw_repeats(perm, seen, n, rng, max_redraws) if redraw_duplicates else 0
+        if left:
+            warnings.warn(
+                f"sample_cycle_graph(n={n}, degree={degree}): {left} repeated pair(s) left after max_redraws="
+                f"{max_redraws} re-draws; keeping a multigraph (raise max_redraws or lower degree to avoid this).",
+                stacklevel=2,
+            )
+        cycle = np.stack([perm, np.roll(perm, -1)], axis=1)
+        cycles.append(cycle)
+        seen = np.sort(np.concatenate([seen, _edge_keys(cycle, n)]))
+    return np.concatenate(cycles).astype(np.int64)
+
+
+def dense_graph(n: int) -> np.ndarray:
+    """All ``n * (n - 1) / 2`` pairs ``(i, j)`` with ``i < j``, as ``int64`` of shape ``(m, 2)``."""
+    if n < 2:
+        raise ValueError(f"`n` must be >= 2 to compare anything (got n={n}): a query needs at least two documents.")
+    a, b = np.triu_indices(n, k=1)
+    return np.stack([a, b], axis=1).astype(np.int64)
+
+
+def comparison_graph(n: int, degree: int = 8, seed: int | np.random.Generator | None = None) -> np.ndarray:
+    """The pairs to judge for one query of ``n`` documents (what pipelines call).
+
+    The cycle graph of :func:`sample_cycle_graph` when ``n > degree + 1``; otherwise the dense graph, which then
+    has at most as many pairs as ``degree`` cycles would ask for (``n = 2`` -> ``[(0, 1)]``).
+    """
+    if n < 2:
+        raise ValueError(
+            f"`n` must be >= 2 documents per query (got n={n}): drop queries with fewer than two candidates "
+            "or retrieve more candidates (e.g. a larger top-k)."
+        )
+    if n <= degree + 1:
+        return dense_graph(n)
+    return sample_cycle_graph(n, degree, seed=seed)
+
+
+def _adjacency(edges: np.ndarray, n: int):
+    from scipy.sparse import coo_matrix
+
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    if edges.size and (edges.min() < 0 or edges.max() >= n):
+        raise ValueError(f"`edges` index out of range for n={n} (got values in [{edges.min()}, {edges.max()}]).")
+    ones = np.ones(len(edges), dtype=np.int8)
+    return coo_matrix((ones, (edges[:, 0], edges[:, 1])), shape=(n, n)).tocsr()
+
+
+def is_connected(edges: np.ndarray, n: int) -> bool:
+    """Whether the (undirected) comparison graph connects all ``n`` documents; ``n = 1`` is connected."""
+    from scipy.sparse.csgraph import connected_components
+
+    if n <= 1:
+        return True
+    n_components, _ = connected_components(_adjacency(edges, n), directed=False)
+    return bool(n_components == 1)
+
+
+def graph_diameter(edges: np.ndarray, n: int) -> int:
+    """Longest shortest path (in comparisons) between two documents; ``-1`` when the graph is disconnected."""
+    from scipy.sparse.csgraph import shortest_path
+
+    if n <= 1:
+        return 0
+    dist = shortest_path(_adjacency(edges, n), directed=False, unweighted=True)
+    return -1 if np.isinf(dist).any() else int(dist.max())
