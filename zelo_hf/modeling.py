@@ -1,0 +1,434 @@
+"""Reranker models: two scoring heads, loading/saving that sentence-transformers understands, fast inference.
+
+Heads (``head=``):
+
+- ``"classification"``: ``AutoModelForSequenceClassification`` with ``num_labels=1`` (BERT/MiniLM encoders, or
+  decoders such as Qwen3 with a ``score`` layer on the last non-pad token). The score is the raw logit. Saved
+  models carry ``"sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"}`` in
+  ``config.json`` so ``CrossEncoder(path).predict`` returns the same raw logit (its default would be a sigmoid).
+- ``"causal"`` (zerank style, ZELO.md step 7): a causal LM reads the chat
+  ``<|im_start|>system\\n{query}<|im_end|>\\n<|im_start|>user\\n{document}<|im_end|>\\n<|im_start|>assistant\\n``
+  and the score is the logit of the ``"Yes"`` token at the last position. Saved models also get the
+  sentence-transformers module files (``modules.json``: ``Transformer(text-generation)`` + ``LogitScore`` with
+  ``true_token_id`` = "Yes" and no false token, Identity activation, and ``add_generation_prompt`` in the
+  Transformer's ``processing_kwargs``), and a chat template that maps the ``query``/``document`` roles
+  sentence-transformers (>= 5.4) gives a pair onto ``system``/``user``. ``CrossEncoder(path)`` then scores
+  exactly like :func:`rerank`.
+
+Pairwise models (``task="pairwise"``) use the same heads on (query, document A, document B) and output the logit
+that A is more relevant; :class:`PairwiseScorer` turns them into antisymmetrised probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .utils import get_logger
+
+logger = get_logger(__name__)
+
+HEADS = ("auto", "classification", "causal")
+TRUE_TOKEN = "Yes"
+IDENTITY_ACTIVATION = "torch.nn.modules.linear.Identity"
+# ChatML as Qwen3 renders (system, user) + generation prompt; the query/document roles are the ones
+# sentence-transformers assigns to the two halves of a pair, mapped to system/user like zerank does.
+ZERANK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% set role = {'query': 'system', 'document': 'user'}.get(message['role'], message['role']) %}"
+    "<|im_start|>{{ role }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+PAIRWISE_CHAT_FORMAT = "Document A:\n{doc_a}\n\nDocument B:\n{doc_b}"
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def resolve_head(config, head: str = "auto") -> str:
+    """``"causal"`` or ``"classification"``; ``auto`` reads a saved ``zelo_head`` or the architecture."""
+    if head not in HEADS:
+        raise ValueError(f"`head` must be one of {HEADS} (got head={head!r}).")
+    if head != "auto":
+        return head
+    saved = getattr(config, "zelo_head", None)
+    if saved in HEADS[1:]:
+        return saved
+    archs = getattr(config, "architectures", None) or []
+    return "causal" if archs and archs[0].endswith("ForCausalLM") else "classification"
+
+
+def model_head(model) -> str:
+    """The head recorded on a model loaded by :func:`load_reranker` (also through a peft wrapper)."""
+    head = getattr(model.config, "zelo_head", None)
+    if head not in HEADS[1:]:
+        raise ValueError(
+            f"model has no `zelo_head` in its config (got {head!r}): load it with `zelo_hf.modeling.load_reranker`."
+        )
+    return head
+
+
+def check_num_labels(model_or_config) -> None:
+    """A classification head must output one score: ``num_labels == 1`` (takes a model or its config)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    num_labels = getattr(config, "num_labels", 1)
+    if getattr(config, "zelo_head", "classification") == "classification" and num_labels != 1:
+        raise ValueError(
+            f"a reranker's classification head must have `num_labels=1` (got num_labels={num_labels}): load the "
+            "base encoder (e.g. `BertModel` weights) so a fresh 1-output head is created, or pass a checkpoint "
+            "trained as a regression cross-encoder."
+        )
+
+
+def load_tokenizer(name_or_path: str, head: str, **kwargs):
+    """Tokenizer with a pad token; for the causal head, left padding and the zerank chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if head == "causal":
+        tokenizer.padding_side = "left"  # the score is read at the last position, as LogitScore does
+        if TRUE_TOKEN not in tokenizer.get_vocab():
+            raise ValueError(
+                f"the causal (zerank) head scores the logit of the token {TRUE_TOKEN!r}, which is not in the "
+                f"vocabulary of {name_or_path!r}: use a tokenizer with a single 'Yes' token (e.g. Qwen3) or "
+                "`head='classification'`."
+            )
+        tokenizer.chat_template = ZERANK_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _is_adapter(path: str) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_reranker(
+    name_or_path: str,
+    head: str = "auto",
+    task: str = "pointwise",
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    **model_kwargs: Any,
+):
+    """Load ``(model, tokenizer)`` for a scoring head from a model name, a local folder or a saved LoRA adapter.
+
+    A base encoder (e.g. ``BertModel`` weights) gets a fresh ``num_labels=1`` head; a checkpoint that already has
+    a classification head with ``num_labels != 1`` is refused. ``dtype`` accepts ``"bfloat16"``/``"auto"``/...
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if _is_adapter(name_or_path):
+        return _load_adapter(name_or_path, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs)
+    config = AutoConfig.from_pretrained(name_or_path)
+    head = resolve_head(config, head)
+    archs = getattr(config, "architectures", None) or []
+    if head == "classification" and archs and archs[0].endswith("ForSequenceClassification"):
+        check_num_labels(config)
+    kwargs = {k: v for k, v in {"dtype": dtype, "attn_implementation": attn_implementation}.items() if v is not None}
+    kwargs.update(model_kwargs)
+    tokenizer = load_tokenizer(name_or_path, head)
+    if head == "causal":
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        model.config.zelo_true_token_id = tokenizer.convert_tokens_to_ids(TRUE_TOKEN)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, **kwargs)
+        model.config.sentence_transformers = {"activation_fn": IDENTITY_ACTIVATION}
+    model.config.zelo_head = head
+    model.config.zelo_task = getattr(model.config, "zelo_task", None) or task
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _load_adapter(path: str, **kwargs):
+    from peft import PeftConfig, PeftModel
+
+    peft_config = PeftConfig.from_pretrained(path)
+    base, tokenizer = load_reranker(peft_config.base_model_name_or_path, head="auto", **kwargs)
+    saved = _read_json(Path(path) / "zelo_config.json")
+    for key, value in saved.items():
+        setattr(base.config, key, value)
+    if saved.get("zelo_head") == "causal":
+        base.config.zelo_true_token_id = saved.get("zelo_true_token_id")
+    if (Path(path) / "tokenizer_config.json").is_file():
+        tokenizer = load_tokenizer(path, saved.get("zelo_head", "classification"))
+    return PeftModel.from_pretrained(base, path), tokenizer
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def zelo_config(model) -> dict[str, Any]:
+    """The ``zelo_*`` keys recorded on a model's config (head, task, token id, target transform)."""
+    return {k: v for k, v in model.config.to_dict().items() if k.startswith("zelo_")}
+
+
+# ----------------------------------------------------------------------------------------------- saving
+
+
+def write_sentence_transformers_files(model, output_dir: str | Path, max_length: int | None = None) -> None:
+    """Write what ``CrossEncoder(output_dir)`` needs to score like this toolkit (see the module docstring)."""
+    output_dir = Path(output_dir)
+    head = model_head(model)
+    version = _st_version()
+    st_config = {
+        "__version__": version,
+        "activation_fn": IDENTITY_ACTIVATION,
+        "default_prompt_name": None,
+        "model_type": "CrossEncoder",
+        "prompts": {},
+    }
+    (output_dir / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2))
+    if head != "causal":
+        return  # plain sequence-classification folder; config.json already holds the Identity activation
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_LogitScore",
+            "type": "sentence_transformers.cross_encoder.modules.logit_score.LogitScore",
+        },
+    ]
+    transformer = {
+        "transformer_task": "text-generation",
+        "modality_config": {
+            "text": {"method": "forward", "method_output_name": "logits"},
+            "message": {"method": "forward", "method_output_name": "logits", "format": "flat"},
+        },
+        "module_output_name": "causal_logits",
+        "processing_kwargs": {"chat_template": {"add_generation_prompt": True}},
+    }
+    if max_length:
+        transformer["max_seq_length"] = max_length
+    logit = {"true_token_id": model.config.zelo_true_token_id, "false_token_id": None, "module_input_name": "causal_logits"}
+    (output_dir / "modules.json").write_text(json.dumps(modules, indent=2))
+    (output_dir / "sentence_bert_config.json").write_text(json.dumps(transformer, indent=2))
+    (output_dir / "1_LogitScore").mkdir(exist_ok=True)
+    (output_dir / "1_LogitScore" / "config.json").write_text(json.dumps(logit, indent=2))
+
+
+def _st_version() -> dict[str, str]:
+    import transformers
+
+    try:
+        import sentence_transformers
+
+        st = sentence_transformers.__version__
+    except ImportError:  # pragma: no cover - a hard dependency, but saving must not need it
+        st = "unknown"
+    return {"sentence_transformers": st, "transformers": transformers.__version__, "pytorch": torch.__version__}
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+
+
+def truncate_texts(tokenizer, texts: list[str], max_tokens: int | list[int]) -> tuple[list[str], list[int]]:
+    """Cut each text to its first ``max_tokens`` tokens at a token boundary of the original string.
+
+    Returns the texts and their token counts (after the cut). Cutting the string (not the ids) keeps the
+    final tokenization to one call of the tokenizer, exactly as sentence-transformers encodes an uncut pair.
+    """
+    limits = [max_tokens] * len(texts) if isinstance(max_tokens, int) else list(max_tokens)
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    out, lengths = [], []
+    for text, offsets, limit in zip(texts, enc["offset_mapping"], limits):
+        limit = max(int(limit), 0)
+        if len(offsets) > limit:
+            text = text[: offsets[limit - 1][1]] if limit > 0 else ""
+        out.append(text)
+        lengths.append(min(len(offsets), limit))
+    return out, lengths
+
+
+def _chat_texts(tokenizer, systems: list[str], users: list[str]) -> list[str]:
+    conversations = [[{"role": "system", "content": s}, {"role": "user", "content": u}] for s, u in zip(systems, users)]
+    return tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+
+
+def _chat_overhead(tokenizer, queries: list[str], n_docs: int = 1) -> list[int]:
+    """Token count of each rendered prompt with empty document slot(s)."""
+    users = [PAIRWISE_CHAT_FORMAT.format(doc_a="", doc_b="")] * len(queries) if n_docs == 2 else [""] * len(queries)
+    texts = _chat_texts(tokenizer, queries, users)
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _tensors(tokenizer, *texts, **kwargs):
+    return tokenizer(*texts, padding=True, return_tensors="pt", **kwargs)
+
+
+def encode_pointwise(tokenizer, queries, docs, head: str, max_length: int, max_query_length: int):
+    """Tokenize (query, document) pairs; only documents are truncated, queries are cut to ``max_query_length``."""
+    queries, q_lens = truncate_texts(tokenizer, list(queries), max_query_length)
+    docs = list(docs)
+    if head == "causal":
+        budgets = [max_length - n for n in _chat_overhead(tokenizer, queries)]
+        docs, _ = truncate_texts(tokenizer, docs, budgets)
+        return _tensors(tokenizer, _chat_texts(tokenizer, queries, docs), add_special_tokens=False)
+    return _tensors(tokenizer, queries, docs, truncation="only_second", max_length=max_length)
+
+
+def encode_pairwise(tokenizer, queries, docs_a, docs_b, head: str, max_length: int, max_query_length: int):
+    """Tokenize (query, A, B): ``[CLS] q [SEP] a [SEP] b [SEP]`` for encoders, a chat prompt for the causal head.
+
+    Each document gets half of the tokens left after the query, so neither is cut away entirely.
+    """
+    queries, q_lens = truncate_texts(tokenizer, list(queries), max_query_length)
+    if head == "causal":
+        overhead = _chat_overhead(tokenizer, queries, n_docs=2)
+    else:
+        joiner = f" {tokenizer.sep_token} " if tokenizer.sep_token else "\n\n"
+        fixed = tokenizer.num_special_tokens_to_add(pair=True) + (1 if tokenizer.sep_token else 2)
+        overhead = [n + fixed for n in q_lens]
+    budgets = [(max_length - n) // 2 for n in overhead]
+    docs_a, _ = truncate_texts(tokenizer, list(docs_a), budgets)
+    docs_b, _ = truncate_texts(tokenizer, list(docs_b), budgets)
+    if head == "causal":
+        users = [PAIRWISE_CHAT_FORMAT.format(doc_a=a, doc_b=b) for a, b in zip(docs_a, docs_b)]
+        return _tensors(tokenizer, _chat_texts(tokenizer, queries, users), add_special_tokens=False)
+    seconds = [a + joiner + b for a, b in zip(docs_a, docs_b)]
+    return _tensors(tokenizer, queries, seconds, truncation="only_second", max_length=max_length)
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+def forward_scores(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One score per row: the head's logit (classification) or the "Yes" logit at the last position (causal)."""
+    model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    if model_head(model) == "causal":
+        logits = model(**model_inputs, logits_to_keep=1).logits
+        return logits[:, -1, model.config.zelo_true_token_id].float()
+    return model(**model_inputs).logits.squeeze(-1).float()
+
+
+def default_max_length(tokenizer, model=None, cap: int = 512) -> int:
+    """The tokenizer's ``model_max_length`` (or the model's positions), capped at ``cap``."""
+    limit = getattr(tokenizer, "model_max_length", None) or cap
+    if model is not None:
+        limit = min(limit, getattr(model.config, "max_position_embeddings", limit) or limit)
+    return int(min(limit, cap))
+
+
+def _autocast(device: torch.device):
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else torch.autocast(device.type, enabled=False)
+
+
+@torch.inference_mode()
+def score_pairs(
+    model,
+    tokenizer,
+    queries: list[str],
+    docs: list[str],
+    batch_size: int = 32,
+    max_length: int | None = None,
+    max_query_length: int = 64,
+) -> np.ndarray:
+    """Scores of many (query, document) pairs at once (evaluation): length-sorted batches, original order out."""
+    if len(queries) != len(docs):
+        raise ValueError(f"`queries` and `docs` must have the same length (got {len(queries)} and {len(docs)}).")
+    head = model_head(model)
+    max_length = max_length or default_max_length(tokenizer, model)
+    device = next(model.parameters()).device
+    order = np.argsort([-(len(q) + len(d)) for q, d in zip(queries, docs)], kind="stable")
+    was_training = model.training
+    model.eval()
+    out = np.empty(len(queries), dtype=np.float32)
+    with _autocast(device):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = encode_pointwise(
+                tokenizer, [queries[i] for i in idx], [docs[i] for i in idx], head, max_length, max_query_length
+            )
+            out[idx] = forward_scores(model, batch.to(device)).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def rerank(
+    model,
+    query: str,
+    docs: list[str],
+    batch_size: int = 32,
+    max_length: int | None = None,
+    return_documents: bool = False,
+    tokenizer=None,
+) -> np.ndarray | list[dict[str, Any]]:
+    """Score ``docs`` for one ``query``; scores come back in the original order.
+
+    ``model`` is a model from :func:`load_reranker` (pass ``tokenizer``) or a path/name (loaded here).
+    With ``return_documents=True`` returns :func:`ranking` instead: dicts sorted by descending score.
+    """
+    if isinstance(model, (str, Path)):
+        model, tokenizer = load_reranker(str(model))
+    if tokenizer is None:
+        raise ValueError("`tokenizer` is required when `model` is a loaded model: pass the one from load_reranker.")
+    scores = score_pairs(model, tokenizer, [query] * len(docs), list(docs), batch_size, max_length)
+    return ranking(scores, docs) if return_documents else scores
+
+
+def ranking(scores: np.ndarray, docs: list[str] | None = None) -> list[dict[str, Any]]:
+    """``[{"corpus_id", "score"(, "text")}]`` sorted by descending score (ties keep the input order)."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    rows = [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
+    if docs is not None:
+        for row in rows:
+            row["text"] = docs[row["corpus_id"]]
+    return rows
+
+
+class PairwiseScorer:
+    """P(document A is more relevant than B) from a trained pairwise model (ZELO.md step 4).
+
+    ``predict`` antisymmetrises: ``p = (sigmoid(f(q, A, B)) + 1 - sigmoid(f(q, B, A))) / 2``, so
+    ``predict(q, A, B) == 1 - predict(q, B, A)`` exactly and the model's position bias cancels, as the LLM judges'
+    random order swaps do.
+    """
+
+    def __init__(self, model_name_or_path, tokenizer=None, device: str | None = None, max_length: int | None = None,
+                 max_query_length: int = 64, dtype: str | None = None):
+        if isinstance(model_name_or_path, (str, Path)):
+            model_name_or_path, tokenizer = load_reranker(str(model_name_or_path), task="pairwise", dtype=dtype)
+        if tokenizer is None:
+            raise ValueError("`tokenizer` is required when passing a loaded model to PairwiseScorer.")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model_name_or_path.to(device).eval()
+        self.tokenizer = tokenizer
+        self.head = model_head(self.model)
+        self.max_length = max_length or default_max_length(tokenizer, self.model)
+        self.max_query_length = max_query_length
+
+    @torch.inference_mode()
+    def logits(self, queries: list[str], docs_a: list[str], docs_b: list[str], batch_size: int = 32) -> np.ndarray:
+        """Raw logits f(q, A, B) in the input order (length-sorted batches)."""
+        device = next(self.model.parameters()).device
+        order = np.argsort([-(len(a) + len(b)) for a, b in zip(docs_a, docs_b)], kind="stable")
+        out = np.empty(len(queries), dtype=np.float32)
+        with _autocast(device):
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = encode_pairwise(
+                    self.tokenizer, [queries[i] for i in idx], [docs_a[i] for i in idx], [docs_b[i] for i in idx],
+                    self.head, self.max_length, self.max_query_length,
+                )
+                out[idx] = forward_scores(self.model, batch.to(device)).cpu().numpy()
+        return out
+
+    def predict(self, queries: list[str], docs_a: list[str], docs_b: list[str], batch_size: int = 32) -> np.ndarray:
+        """Antisymmetrised P(A wins) for each (query, A, B)."""
+        if not (len(queries) == len(docs_a) == len(docs_b)):
+            raise ValueError(
+                f"`queries`, `docs_a`, `docs_b` must have equal lengths (got {len(queries)}, {len(docs_a)}, "
+                f"{len(docs_b)})."
+            )
+        forward = torch.sigmoid(torch.from_numpy(self.logits(queries, docs_a, docs_b, batch_size)))
+        backward = torch.sigmoid(torch.from_numpy(self.logits(queries, docs_b, docs_a, batch_size)))
+        return ((forward + 1.0 - backward) / 2.0).numpy().astype(np.float64)
