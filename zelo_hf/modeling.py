@@ -89,7 +89,11 @@ def load_tokenizer(name_or_path: str, head: str, **kwargs):
     """Tokenizer with a pad token; for the causal head, left padding and the zerank chat template."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(name_or_path, **kwargs), head)
+
+
+def prepare_tokenizer(tokenizer, head: str):
+    """Set the pad token (eos/unk when missing) and, for the causal head, left padding and the chat template."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if head == "causal":
@@ -97,11 +101,27 @@ def load_tokenizer(name_or_path: str, head: str, **kwargs):
         if TRUE_TOKEN not in tokenizer.get_vocab():
             raise ValueError(
                 f"the causal (zerank) head scores the logit of the token {TRUE_TOKEN!r}, which is not in the "
-                f"vocabulary of {name_or_path!r}: use a tokenizer with a single 'Yes' token (e.g. Qwen3) or "
-                "`head='classification'`."
+                f"vocabulary of {tokenizer.name_or_path!r}: use a tokenizer with a single 'Yes' token (e.g. Qwen3) "
+                "or `head='classification'`."
             )
         tokenizer.chat_template = ZERANK_CHAT_TEMPLATE
     return tokenizer
+
+
+def prepare_model_and_tokenizer(model, tokenizer, head: str = "auto", task: str = "pointwise"):
+    """Record the head on an already-loaded model (``zelo_head``, token id, pad id) and prepare its tokenizer."""
+    head = resolve_head(model.config, head)
+    tokenizer = prepare_tokenizer(tokenizer, head)
+    model.config.zelo_head = head
+    model.config.zelo_task = getattr(model.config, "zelo_task", None) or task
+    if head == "causal":
+        model.config.zelo_true_token_id = tokenizer.convert_tokens_to_ids(TRUE_TOKEN)
+    else:
+        check_num_labels(model)
+        model.config.sentence_transformers = {"activation_fn": IDENTITY_ACTIVATION}
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
 
 
 def _is_adapter(path: str) -> bool:
@@ -133,31 +153,25 @@ def load_reranker(
     kwargs = {k: v for k, v in {"dtype": dtype, "attn_implementation": attn_implementation}.items() if v is not None}
     kwargs.update(model_kwargs)
     tokenizer = load_tokenizer(name_or_path, head)
-    if head == "causal":
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-        model.config.zelo_true_token_id = tokenizer.convert_tokens_to_ids(TRUE_TOKEN)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=1, **kwargs)
-        model.config.sentence_transformers = {"activation_fn": IDENTITY_ACTIVATION}
-    model.config.zelo_head = head
-    model.config.zelo_task = getattr(model.config, "zelo_task", None) or task
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    auto = AutoModelForCausalLM if head == "causal" else AutoModelForSequenceClassification
+    if head == "classification":
+        kwargs["num_labels"] = 1
+    model = auto.from_pretrained(name_or_path, **kwargs)
+    return prepare_model_and_tokenizer(model, tokenizer, head, task)
 
 
 def _load_adapter(path: str, **kwargs):
+    """A LoRA adapter saved by the trainers: base model + adapter (with its trained head) + the zelo_* config."""
     from peft import PeftConfig, PeftModel
 
-    peft_config = PeftConfig.from_pretrained(path)
-    base, tokenizer = load_reranker(peft_config.base_model_name_or_path, head="auto", **kwargs)
     saved = _read_json(Path(path) / "zelo_config.json")
+    peft_config = PeftConfig.from_pretrained(path)
+    head, task = saved.get("zelo_head", "auto"), saved.get("zelo_task", "pointwise")
+    base, tokenizer = load_reranker(peft_config.base_model_name_or_path, head=head, task=task, **kwargs)
     for key, value in saved.items():
         setattr(base.config, key, value)
-    if saved.get("zelo_head") == "causal":
-        base.config.zelo_true_token_id = saved.get("zelo_true_token_id")
     if (Path(path) / "tokenizer_config.json").is_file():
-        tokenizer = load_tokenizer(path, saved.get("zelo_head", "classification"))
+        tokenizer = load_tokenizer(path, base.config.zelo_head)
     return PeftModel.from_pretrained(base, path), tokenizer
 
 

@@ -1,0 +1,56 @@
+"""Configuration of :class:`~zelo_hf.trainer.PairwiseTrainer` (a ``transformers.TrainingArguments``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .utils import RerankerArgsMixin
+
+
+@dataclass
+class PairwiseConfig(RerankerArgsMixin, TrainingArguments):
+    r"""Configuration for the pairwise small model that distils the LLM judges (ZELO.md step 4).
+
+    The model reads (query, document A, document B) and outputs the logit that A is more relevant; the loss is
+    BCE-with-logits against the soft ``prob_a`` of the preference set.
+
+    Parameters:
+        > Model
+
+        head (`str`, defaults to `"auto"`): `"classification"`, `"causal"` (zerank "Yes" logit) or `"auto"`.
+        model_init_kwargs (`dict`, *optional*): passed to `from_pretrained` when the model is a name.
+        merge_lora (`bool`, defaults to `False`): write a merged plain model on the final save.
+
+        > Data
+
+        max_length (`int`, defaults to `512`): tokens per (query, A, B) input; the documents share what is left
+            after the query, so neither is truncated away.
+        max_query_length (`int`, defaults to `64`): the query is cut to this many tokens.
+        symmetrize (`bool`, defaults to `True`): also train on every pair swapped, (q, B, A) with `1 - prob_a`,
+            so the model learns the order symmetry the judges' random swaps give.
+
+    Defaults that differ from `TrainingArguments`: `learning_rate=2e-5`, `logging_steps=10`,
+    `bf16=None` (on when CUDA supports bf16), `remove_unused_columns=False` (the collator reads the text columns),
+    `label_names=["labels"]`, `report_to="none"`.
+    """
+
+    symmetrize: bool = field(
+        default=True, metadata={"help": "Train on both orders: (q, A, B, p) and (q, B, A, 1 - p)."}
+    )
+    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; None turns it on where CUDA supports bf16."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
+    )
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to report to."})
+
+    def __post_init__(self):
+        self._post_init_reranker()
+        if self.label_names is None:
+            self.label_names = ["labels"]
+        super().__post_init__()

@@ -1,0 +1,354 @@
+"""Shared pieces of the two trainers: config fields, model loading, validation, metrics, saving, cards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..utils import get_logger
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class RerankerArgsMixin:
+    """Fields both trainer configs add to ``TrainingArguments`` (kept in one place)."""
+
+    head: str = field(
+        default="auto",
+        metadata={
+            "help": "Scoring head: 'classification' (AutoModelForSequenceClassification, num_labels=1), 'causal' "
+            "(zerank style: logit of 'Yes' after a system=query/user=document chat) or 'auto' (causal for "
+            "*ForCausalLM checkpoints, else classification).",
+            "choices": ["auto", "classification", "causal"],
+        },
+    )
+    max_length: int = field(default=512, metadata={"help": "Maximum tokens per input; only documents are truncated."})
+    max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for `from_pretrained` when the model is given as a name (dtype, ...)."},
+    )
+    merge_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "With a LoRA adapter: the final save writes the merged plain model to output_dir (loadable by "
+            "CrossEncoder) and the adapter to output_dir/adapter."
+        },
+    )
+
+    def _post_init_reranker(self) -> None:
+        if self.max_query_length >= self.max_length - 8:
+            raise ValueError(
+                f"`max_query_length` must leave room for documents (got max_query_length={self.max_query_length}, "
+                f"max_length={self.max_length}): pass e.g. max_query_length={max(self.max_length // 4, 1)}."
+            )
+        if self.bf16 is None:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def check_columns(dataset, required: list[str], split: str, fix: str) -> None:
+    """Raise before training when a required column is missing."""
+    missing = [c for c in required if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{split} dataset is missing column(s) {missing} (has {dataset.column_names}): {fix}"
+        )
+
+
+def check_texts(dataset, columns: list[str], split: str) -> None:
+    """Queries and documents must be non-empty strings."""
+    for column in columns:
+        values = dataset[column]
+        bad = [i for i, v in enumerate(values) if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise ValueError(
+                f"{split} dataset: `{column}` is empty or not a string in {len(bad)} row(s) (first: row {bad[0]}, "
+                f"value {values[bad[0]]!r}): drop or fill these rows before training."
+            )
+
+
+def check_numbers(dataset, column: str, split: str, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """A float column without NaN/inf, optionally inside [low, high]; returns it as an array."""
+    values = np.asarray(dataset[column], dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if low is not None:
+        bad |= values < low
+    if high is not None:
+        bad |= values > high
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        span = f" in [{low}, {high}]" if low is not None else ""
+        raise ValueError(
+            f"{split} dataset: `{column}` must be finite{span} (got {values[first]!r} at row {first}, "
+            f"{int(bad.sum())} bad row(s)): fix or drop these rows (a failed judgment is not a 0.5)."
+        )
+    return values
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def binary_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean BCE-with-logits (stable) of soft targets."""
+    return float(np.mean(np.logaddexp(0.0, logits) - targets * logits))
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: int = 10) -> float:
+    """ECE: bin-weighted |mean predicted - mean observed| over equal-width probability bins (soft targets)."""
+    bins = np.minimum((probs * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    pred = np.bincount(bins, weights=probs, minlength=n_bins)
+    obs = np.bincount(bins, weights=targets, minlength=n_bins)
+    used = counts > 0
+    return float(np.sum(np.abs(pred[used] - obs[used])) / max(len(probs), 1))
+
+
+def pairwise_metrics(logits: np.ndarray, prob_a: np.ndarray) -> dict[str, float]:
+    """Accuracy against the majority vote (``prob_a > 0.5``; ties excluded), soft BCE and ECE."""
+    logits, prob_a = np.asarray(logits, dtype=np.float64).ravel(), np.asarray(prob_a, dtype=np.float64).ravel()
+    decided = prob_a != 0.5
+    accuracy = float(np.mean((logits[decided] > 0) == (prob_a[decided] > 0.5))) if decided.any() else float("nan")
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    return {
+        "accuracy": accuracy,
+        "bce": binary_entropy(logits, prob_a),
+        "ece": expected_calibration_error(probs, prob_a),
+    }
+
+
+def _ndcg_at_k(scores: np.ndarray, gains: np.ndarray, k: int = 10) -> float:
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    top = gains[np.argsort(-scores, kind="stable")][:k]
+    ideal = np.sort(gains)[::-1][:k]
+    idcg = float(np.sum(ideal * discounts[: len(ideal)]))
+    return float(np.sum(top * discounts[: len(top)]) / idcg) if idcg > 0 else float("nan")
+
+
+def pointwise_metrics(scores: np.ndarray, targets: np.ndarray, query_index: np.ndarray) -> dict[str, float]:
+    """MSE plus per-query Spearman and NDCG@10 (gains = target - the query's minimum), averaged over queries."""
+    from scipy.stats import spearmanr
+
+    scores, targets = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(targets, dtype=np.float64).ravel()
+    query_index = np.asarray(query_index).ravel()
+    spearman, ndcg = [], []
+    order = np.argsort(query_index, kind="stable")
+    splits = np.flatnonzero(np.diff(query_index[order])) + 1
+    for idx in np.split(order, splits):  # one cheap pass per query: these are eval metrics, not a kernel
+        if len(idx) < 2 or np.ptp(targets[idx]) == 0:
+            continue
+        spearman.append(spearmanr(scores[idx], targets[idx]).statistic)
+        ndcg.append(_ndcg_at_k(scores[idx], targets[idx] - targets[idx].min()))
+    return {
+        "mse": float(np.mean((scores - targets) ** 2)),
+        "spearman": float(np.nanmean(spearman)) if spearman else float("nan"),
+        "ndcg@10": float(np.nanmean(ndcg)) if ndcg else float("nan"),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- model set-up
+
+
+def classification_head_names(model) -> list[str]:
+    """Top-level module name(s) of a sequence-classification head (``classifier`` for BERT, ``score`` for Qwen3)."""
+    names = [name for name in ("classifier", "score") if isinstance(getattr(model, name, None), torch.nn.Module)]
+    if not names:
+        raise ValueError(
+            f"cannot find the classification head of {type(model).__name__} (looked for `classifier`, `score`): "
+            "pass a peft_config whose `modules_to_save` names it."
+        )
+    return names
+
+
+def attach_lora(model, peft_config, head: str):
+    """Wrap ``model`` with peft; a classification head is trained and saved with the adapter (``modules_to_save``).
+
+    Without it the freshly initialised head would stay random and be missing from the saved adapter (the
+    known pitfall). The causal head reads the pretrained LM head's "Yes" row, which LoRA's updates steer.
+    """
+    from peft import get_peft_model
+
+    if head == "classification":
+        names = classification_head_names(model)
+        peft_config.modules_to_save = sorted(set(peft_config.modules_to_save or []) | set(names))
+    return get_peft_model(model, peft_config)
+
+
+def lora_config_from_model_args(model_args):
+    """A ``peft.LoraConfig`` from TRL's ``ModelConfig`` (``--use_peft --lora_r ...``), or None."""
+    if not getattr(model_args, "use_peft", False):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or "all-linear",
+        modules_to_save=model_args.lora_modules_to_save,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+    )
+
+
+def format_hparams(args) -> dict[str, Any]:
+    """The hyper-parameters a card shows."""
+    keys = (
+        "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+        "max_steps", "warmup_steps", "lr_scheduler_type", "weight_decay", "max_length", "max_query_length", "bf16",
+        "seed", "loss_type", "target_transform", "temperature", "num_negatives", "symmetrize",
+    )
+    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
+
+
+# ----------------------------------------------------------------------------------------------- shared trainer
+
+
+def _parse_init_kwargs(value) -> dict[str, Any]:
+    import json
+
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"`model_init_kwargs` must be a dict or a JSON object string (got {value!r}): e.g. "
+                '\'{"dtype": "bfloat16"}\'.'
+            ) from err
+    return dict(value)
+
+
+def _import_trainer():
+    from transformers import Trainer
+
+    return Trainer
+
+
+class RerankerTrainer(_import_trainer()):
+    """What the pairwise and pointwise trainers share: model/head/LoRA set-up, final save, card and upload.
+
+    Uploads go through :func:`zelo_hf.hub.push_folder` once, at the end (``push_to_hub``); the Trainer's own
+    repo creation at init and per-checkpoint pushes are turned off so nothing else touches the network.
+    """
+
+    _task = "pointwise"
+    _card_template = "reranker.md"
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def _load_model(self, model, args, processing_class, peft_config):
+        from ..modeling import load_reranker, prepare_model_and_tokenizer
+
+        if isinstance(model, str):
+            model, processing_class = load_reranker(
+                model, head=args.head, task=self._task, **_parse_init_kwargs(args.model_init_kwargs)
+            )
+        else:
+            if args.model_init_kwargs:
+                logger.warning("`model_init_kwargs` is ignored: the model is already instantiated.")
+            if processing_class is None:
+                raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
+            model, processing_class = prepare_model_and_tokenizer(model, processing_class, args.head, self._task)
+        if peft_config is not None:
+            model = attach_lora(model, peft_config, model.config.zelo_head)
+            if args.gradient_checkpointing:
+                model.enable_input_require_grads()
+        return model, processing_class
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """No-op: :meth:`push_to_hub` creates the repo through ``zelo_hf.hub.push_folder``."""
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """No-op: checkpoints stay local; the final model is uploaded once by :meth:`push_to_hub`."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save weights + tokenizer; the final save also writes the CrossEncoder files, the card, the merge."""
+        super().save_model(output_dir, _internal_call)
+        if _internal_call or not self.args.should_save:
+            return
+        self._finalize_folder(output_dir or self.args.output_dir)
+
+    def _finalize_folder(self, output_dir: str) -> None:
+        import json
+        import shutil
+        from pathlib import Path
+
+        from ..modeling import load_reranker, write_sentence_transformers_files, zelo_config
+
+        output_dir = Path(output_dir)
+        model = self.accelerator.unwrap_model(self.model)
+        (output_dir / "zelo_config.json").write_text(json.dumps(zelo_config(model), indent=2))
+        if hasattr(model, "peft_config"):
+            if not self.args.merge_lora:
+                self._write_card(output_dir, adapter=True)
+                return
+            adapter_dir = output_dir / "adapter"
+            adapter_dir.mkdir(exist_ok=True)
+            for f in output_dir.iterdir():
+                if f.is_file() and f.name != "README.md":
+                    shutil.move(str(f), adapter_dir / f.name)
+            merged, tokenizer = load_reranker(str(adapter_dir))
+            model = merged.merge_and_unload()
+            model.save_pretrained(output_dir)
+            tokenizer.save_pretrained(output_dir)
+        write_sentence_transformers_files(model, output_dir, self.args.max_length)
+        self._write_card(output_dir, adapter=False)
+
+    def _write_card(self, output_dir, adapter: bool, eval_results: dict[str, float] | None = None) -> None:
+        from ..hub import render_model_card
+        from ..utils import producing_command
+
+        model = self.accelerator.unwrap_model(self.model)
+        base = getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", "")
+        if hasattr(model, "peft_config"):
+            base = next(iter(model.peft_config.values())).base_model_name_or_path
+        card = render_model_card(
+            self._card_template,
+            card_data=self._card_metadata(base),
+            base_model=base,
+            head=model.config.zelo_head,
+            adapter=adapter,
+            hyperparameters=format_hparams(self.args),
+            eval_results=eval_results or self._last_eval_metrics(),
+            train_rows=len(self.train_dataset) if self.train_dataset is not None else 0,
+            dataset_name=getattr(self, "dataset_name", None),
+            command=producing_command(),
+            model_id=self.args.hub_model_id or output_dir.name,
+        )
+        card.save(str(output_dir / "README.md"))
+
+    def _card_metadata(self, base: str) -> dict[str, Any]:
+        data = {"library_name": "sentence-transformers", "pipeline_tag": "text-ranking",
+                "tags": ["zelo", "reranker", "cross-encoder", self._task]}
+        if base and not base.startswith(("/", ".")):
+            data["base_model"] = base
+        if getattr(self, "dataset_name", None):
+            data["datasets"] = [self.dataset_name]
+        return data
+
+    def _last_eval_metrics(self) -> dict[str, float]:
+        logs = [e for e in self.state.log_history if any(k.startswith("eval_") for k in e)]
+        if not logs:
+            return {}
+        return {k: float(v) for k, v in logs[-1].items() if k.startswith("eval_") and isinstance(v, (int, float))}
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
+                    revision: str | None = None, **kwargs) -> str | None:
+        """Save the final folder (weights, CrossEncoder files, card) and upload it with ``push_folder``."""
+        from pathlib import Path
+
+        from ..hub import push_folder
+
+        self.save_model(self.args.output_dir)
+        if not self.is_world_process_zero():
+            return None
+        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
+        return push_folder(self.args.output_dir, repo_id, repo_type="model", private=self.args.hub_private_repo,
+                           commit_message=commit_message or "Upload with zelo-hf", revision=revision)
