@@ -158,7 +158,10 @@ def _check_model(model: str) -> str:
 
 
 def _name(query_ids, q: int) -> str:
-    return f"query_id={query_ids[q]!r}" if query_ids is not None else f"query #{q}"
+    if query_ids is None:
+        return f"query #{q}"
+    qid = query_ids[q]
+    return f"query_id={getattr(qid, 'item', lambda: qid)()!r}"
 
 
 def _validate(edges, probs, sizes, query_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -189,11 +192,13 @@ def _validate(edges, probs, sizes, query_ids) -> tuple[np.ndarray, np.ndarray, n
         )
     item_query = np.repeat(np.arange(len(sizes)), sizes)
     edge_query = item_query[edges[:, 0]] if len(edges) else np.empty(0, dtype=np.int64)
-    _check_pairs(edges, probs, item_query, edge_query, query_ids)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    _check_pairs(edges, probs, item_query, edge_query, starts, query_ids)
     return edges, probs, sizes, edge_query
 
 
-def _check_pairs(edges, probs, item_query, edge_query, query_ids) -> None:
+def _check_pairs(edges, probs, item_query, edge_query, starts, query_ids) -> None:
+    """Errors show the pair with indices local to its query (as in ``pair_a`` / ``pair_b``)."""
     for mask, what, fix in (
         (edges[:, 0] == edges[:, 1], "compares a document with itself", "drop self-pairs"),
         (item_query[edges[:, 1]] != edge_query, "joins documents of different queries", "fit queries separately"),
@@ -204,7 +209,8 @@ def _check_pairs(edges, probs, item_query, edge_query, query_ids) -> None:
         if len(bad):
             e = bad[0]
             raise ValueError(
-                f"{_name(query_ids, edge_query[e])}: pair {edges[e].tolist()} {what} (prob_a={probs[e]}): {fix}."
+                f"{_name(query_ids, edge_query[e])}: pair {(edges[e] - starts[edge_query[e]]).tolist()} {what} "
+                f"(prob_a={probs[e]}): {fix}."
             )
 
 

@@ -1,0 +1,113 @@
+"""Datasets-map labeling: grouping flat preferences, the batched Thurstone map, flattening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datasets import Dataset
+from scipy.stats import spearmanr
+
+from zelo_hf.labeling import flatten_labels, group_preferences, label_preferences, thurstone_map
+from zelo_hf.simulate import simulate_queries
+from zelo_hf.thurstone import fit_scores
+
+
+def preference_set(n_queries=4, n_docs=12, degree=4, seed=0):
+    """A flat preference set judged by simulated judges, plus the truth per query."""
+    sim = simulate_queries(n_queries, n_docs, degree, seed=seed)
+    rows, truth = [], {}
+    for q in range(n_queries):
+        latent, edges, probs = sim.query(q)
+        truth[f"q{q}"] = {f"d{q}-{i}": latent[i] for i in range(len(latent))}
+        for (a, b), p in zip(edges, probs):
+            rows.append({"query_id": f"q{q}", "query": f"query {q}", "doc_a_id": f"d{q}-{a}", "doc_a": f"doc {q} {a}",
+                         "doc_b_id": f"d{q}-{b}", "doc_b": f"doc {q} {b}", "prob_a": float(p)})  # fmt: skip
+    return Dataset.from_list(rows), truth
+
+
+def test_group_preferences_builds_the_grouped_schema():
+    flat, truth = preference_set()
+    grouped = group_preferences(flat)
+    assert grouped.column_names == ["query_id", "query", "doc_ids", "docs", "pair_a", "pair_b", "prob_a"]
+    assert grouped["query_id"] == ["q0", "q1", "q2", "q3"]
+    row = grouped[1]
+    assert sorted(row["doc_ids"]) == sorted(truth["q1"]) and len(row["pair_a"]) == 24
+    assert row["doc_ids"][:2] == [flat[24]["doc_a_id"], flat[24]["doc_b_id"]]  # order of first appearance
+    pairs = flat.filter(lambda r: r["query_id"] == "q1")
+    for k, pair in enumerate(pairs):
+        assert row["doc_ids"][row["pair_a"][k]] == pair["doc_a_id"]
+        assert row["docs"][row["pair_b"][k]] == pair["doc_b"]
+        assert row["prob_a"][k] == pytest.approx(pair["prob_a"])
+
+
+def test_grouping_errors_name_the_column_or_id():
+    flat, _ = preference_set(n_queries=1)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['prob_a'\]"):
+        group_preferences(flat.remove_columns("prob_a"))
+    clash = flat.map(lambda r, i: {"doc_a": "another text"} if i == 3 else {}, with_indices=True)
+    with pytest.raises(ValueError, match=r"\('q0', 'd0-\d+'\).*different texts"):
+        group_preferences(clash)
+    renamed = flat.map(lambda r, i: {"query": "other"} if i == 0 else {}, with_indices=True)
+    with pytest.raises(ValueError, match="query_id 'q0' has 2 different texts"):
+        group_preferences(renamed)
+
+
+def test_failed_pairs_are_never_dropped_silently():
+    flat, _ = preference_set(n_queries=2)
+    broken = flat.map(lambda r, i: {"prob_a": None} if i == 30 else {}, with_indices=True)
+    with pytest.raises(ValueError, match=r"query_id='q1'.*non-finite prob_a.*re-judge"):
+        label_preferences(broken)
+    with pytest.warns(UserWarning, match="dropping 1 pair"):
+        labels = label_preferences(broken, drop_failed=True)
+    assert sum(len(p) for p in labels["pair_a"]) == len(flat) - 1
+
+
+def test_thurstone_map_matches_the_single_query_fit_and_recovers_truth():
+    flat, truth = preference_set(n_queries=3, n_docs=40, degree=8)
+    labels = group_preferences(flat).map(thurstone_map, batched=True, batch_size=2, fn_kwargs={"model": "thurstone"})
+    for row in labels:
+        edges = np.stack([row["pair_a"], row["pair_b"]], axis=1)
+        single = fit_scores(edges, row["prob_a"], len(row["doc_ids"]), return_result=True)
+        np.testing.assert_allclose(row["elo"], single.scores, atol=1e-9)
+        np.testing.assert_allclose(row["elo_se"], single.se, rtol=1e-7)
+        assert row["converged"] and row["connected"] and row["iterations"] == single.iterations
+        latent = [truth[row["query_id"]][d] for d in row["doc_ids"]]
+        assert spearmanr(row["elo"], latent).statistic > 0.9
+
+
+def test_label_preferences_with_two_processes_equals_one():
+    flat, _ = preference_set(n_queries=4, n_docs=10)
+    one = label_preferences(flat, num_proc=1, batch_size=2)
+    two = label_preferences(flat, num_proc=2, batch_size=2)
+    np.testing.assert_allclose(np.concatenate(one["elo"]), np.concatenate(two["elo"]), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"doc_ids": ["a", "a", "c"]}, r"query_id='q'.*'a' appears twice"),
+        ({"pair_a": [0, 5]}, r"query_id='q': pair \(5, 2\) is out of range for 3"),
+        ({"pair_b": [1, 1]}, r"query_id='q'.*compares a document with itself"),
+        ({"prob_a": [0.5, float("nan")]}, r"query_id='q'.*non-finite"),
+        ({"doc_ids": ["a"], "docs": ["x"], "pair_a": [], "pair_b": [], "prob_a": []}, "query_id='q' has 1 document"),
+    ],
+)
+def test_thurstone_map_errors_name_the_query(change, match):
+    batch = {"query_id": ["q"], "query": ["?"], "doc_ids": [["a", "b", "c"]], "docs": [["x", "y", "z"]],
+             "pair_a": [[0, 1]], "pair_b": [[1, 2]], "prob_a": [[0.7, 0.4]]}  # fmt: skip
+    batch |= {k: [v] for k, v in change.items()}
+    with pytest.raises(ValueError, match=match):
+        thurstone_map(batch)
+
+
+def test_flatten_labels_one_row_per_document():
+    flat, _ = preference_set(n_queries=2, n_docs=6)
+    labels = label_preferences(flat)
+    points = flatten_labels(labels)
+    assert points.column_names == ["query_id", "query", "doc_id", "doc", "score"] and len(points) == 12
+    assert points["score"] == [s for row in labels["elo"] for s in row]
+    assert points["doc_id"][6] == labels[1]["doc_ids"][0] and points["query"][6] == "query 1"
+    calibrated = labels.map(lambda r: {"score": [s + 10 for s in r["elo"]]})
+    assert flatten_labels(calibrated)["score"][0] == pytest.approx(labels[0]["elo"][0] + 10)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['nope'\]"):
+        flatten_labels(labels, score_column="nope")
