@@ -218,8 +218,8 @@ def _check_pairs(edges, probs, item_query, edge_query, starts, query_ids) -> Non
 class _Chunk:
     """A block of whole queries with local indices; holds the sparse incidence matrix for fast mat-vecs."""
 
-    def __init__(self, a, b, p, sizes, model, prior_sd):
-        self.a, self.b, self.p, self.sizes = a, b, p, sizes
+    def __init__(self, a, b, p, c, sizes, model, prior_sd):
+        self.a, self.b, self.p, self.c, self.sizes = a, b, p, c, sizes
         self.n, self.m, self.q = int(sizes.sum()), len(a), len(sizes)
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.edge_query = np.repeat(np.arange(self.q), sizes)[a] if self.m else np.empty(0, np.int64)
@@ -238,7 +238,8 @@ class _Chunk:
         return np.bincount(self.edge_query, weights=x, minlength=self.q)
 
     def evaluate(self, s: np.ndarray):
-        ll, dl, w = self.terms(s[self.a] - s[self.b], self.p)
+        d = s[self.a] - s[self.b]
+        ll, dl, w = self.terms(d if self.c is None else d + self.c, self.p)
         f = self.seg_edges(ll) - 0.5 * self.prec * self.seg(s * s)
         return ll, dl, w, f
 
@@ -342,8 +343,8 @@ def _standard_errors(ch: _Chunk, w: np.ndarray, block: int = 256) -> np.ndarray:
 
 
 def _fit_chunk(args) -> dict[str, np.ndarray]:
-    a, b, p, sizes, opts = args
-    ch = _Chunk(a, b, p, sizes, opts["model"], opts["prior_sd"])
+    a, b, p, c, sizes, opts = args
+    ch = _Chunk(a, b, p, c, sizes, opts["model"], opts["prior_sd"])
     s, w, ll, iterations, gmax = _newton(ch, opts["tol"], opts["max_iter"], opts["max_cg"])
     return {
         "scores": s,
@@ -356,17 +357,19 @@ def _fit_chunk(args) -> dict[str, np.ndarray]:
     }
 
 
-def _chunks(edges, probs, sizes, edge_query, chunk_size, opts):
+def _chunks(edges, probs, edge_offset, sizes, edge_query, chunk_size, opts):
     order = np.argsort(edge_query, kind="stable") if np.any(np.diff(edge_query) < 0) else None
     if order is not None:
         edges, probs, edge_query = edges[order], probs[order], edge_query[order]
+        edge_offset = None if edge_offset is None else edge_offset[order]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     bounds = np.searchsorted(edge_query, np.arange(0, len(sizes) + chunk_size, chunk_size).clip(max=len(sizes)))
     for k, q0 in enumerate(range(0, len(sizes), chunk_size)):
         q1 = min(q0 + chunk_size, len(sizes))
         e0, e1 = bounds[k], bounds[k + 1]
         local = edges[e0:e1] - starts[q0]
-        yield local[:, 0], local[:, 1], probs[e0:e1], sizes[q0:q1], opts
+        c = None if edge_offset is None else edge_offset[e0:e1]
+        yield local[:, 0], local[:, 1], probs[e0:e1], c, sizes[q0:q1], opts
 
 
 def fit_scores_flat(
@@ -380,6 +383,7 @@ def fit_scores_flat(
     max_cg: int = 200,
     compute_se: bool = True,
     query_ids: list | None = None,
+    edge_offset: np.ndarray | None = None,
     chunk_size: int = 1024,
     num_threads: int | None = None,
 ) -> BatchFitResult:
@@ -397,6 +401,8 @@ def fit_scores_flat(
         max_iter, max_cg: Newton steps and CG iterations per Newton step.
         compute_se: also compute exact standard errors (dense per-query inverses; most of the cost for n ~ 100).
         query_ids: names for error messages.
+        edge_offset: a known constant ``c_e`` added to each difference, ``F(s_a - s_b + c_e)`` (cross-query
+            calibration: the within-query scores of the two documents).
         chunk_size, num_threads: queries per independent block (cache-sized), blocks solved in parallel threads.
     """
     _check_model(model)
@@ -404,7 +410,11 @@ def fit_scores_flat(
         raise ValueError(f"`prior_sd` must be > 0 (got prior_sd={prior_sd}): e.g. {DEFAULT_PRIOR_SD}.")
     edges, probs, sizes, edge_query = _validate(edges, probs, sizes, query_ids)
     opts = dict(model=model, prior_sd=prior_sd, tol=tol, max_iter=max_iter, max_cg=max_cg, compute_se=compute_se)
-    jobs = list(_chunks(edges, probs, sizes, edge_query, chunk_size, opts))
+    if edge_offset is not None:
+        edge_offset = np.asarray(edge_offset, dtype=np.float64).reshape(-1)
+        if len(edge_offset) != len(edges) or not np.isfinite(edge_offset).all():
+            raise ValueError(f"`edge_offset` must hold {len(edges)} finite values, one per edge (got {len(edge_offset)}).")
+    jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, chunk_size, opts))
     workers = min(len(jobs), num_threads or min(4, os.cpu_count() or 1))
     if workers > 1:
         from threadpoolctl import threadpool_limits
