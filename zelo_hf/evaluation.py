@@ -186,6 +186,16 @@ def _bi_encoder_fn(model, batch_size: int) -> ScoreFn:
     return score
 
 
+def _reranker_fn(model, tokenizer, batch_size: int, max_length: int | None) -> ScoreFn:
+    from .modeling import score_pairs
+
+    def score(queries: list[str], docs: list[str]) -> np.ndarray:
+        out = score_pairs(model, tokenizer, list(queries), list(docs), batch_size=batch_size, max_length=max_length)
+        return np.asarray(out, dtype=np.float64)
+
+    return score
+
+
 def _callable_fn(fn: Callable, batch_size: int) -> ScoreFn:
     def score(queries: list[str], docs: list[str]) -> np.ndarray:
         out = []
@@ -206,13 +216,17 @@ def as_score_fn(scorer: Any, batch_size: int = 32, kind: str = "auto", max_lengt
     """Turn a scorer into ``fn(queries, docs) -> scores`` over aligned lists of (query, document) pairs.
 
     ``scorer`` is a model path or name (see :func:`load_scorer`), a sentence-transformers ``CrossEncoder``
-    (raw logits), a ``SentenceTransformer`` bi-encoder (cosine of normalised embeddings), an object with a
-    ``predict(pairs)`` method, or a callable ``(queries, docs) -> scores`` (called in chunks of ``batch_size``).
+    (raw logits), a ``SentenceTransformer`` bi-encoder (cosine of normalised embeddings), the toolkit's reranker
+    as a ``(model, tokenizer)`` tuple from ``zelo_hf.modeling.load_reranker`` (scored with ``score_pairs`` at
+    ``max_length``, as training saw it), an object with a ``predict(pairs)`` method, or a callable
+    ``(queries, docs) -> scores`` (called in chunks of ``batch_size``).
     """
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
     if isinstance(scorer, (str, Path)):
         scorer = load_scorer(scorer, kind=kind, max_length=max_length)
+    if isinstance(scorer, tuple) and len(scorer) == 2 and hasattr(scorer[0], "config"):
+        return _reranker_fn(scorer[0], scorer[1], batch_size, max_length)
     if isinstance(scorer, SentenceTransformer):
         return _bi_encoder_fn(scorer, batch_size)
     if isinstance(scorer, CrossEncoder):
@@ -378,6 +392,36 @@ def make_mteb_task(
     LocalBeirRetrieval.metadata = metadata
     LocalBeirRetrieval.__name__ = task_name
     return LocalBeirRetrieval()
+
+
+def retrieval_data_from_mteb(task, split: str = "test", subset: str = "default"):
+    """The loaded split of an MTEB retrieval task as :class:`~zelo_hf.data.RetrievalData` (to build a first stage)."""
+    from .data import RetrievalData
+
+    if not task.data_loaded:
+        task.load_data()
+    task.convert_v1_dataset_format_to_v2()
+    if subset not in task.dataset or split not in task.dataset[subset]:
+        available = {s: list(v) for s, v in task.dataset.items()}
+        raise KeyError(f"task {task.metadata.name!r} has no subset/split {subset!r}/{split!r} (has {available}).")
+    part = task.dataset[subset][split]
+    titles = part["corpus"]["title"] if "title" in part["corpus"].column_names else [""] * len(part["corpus"])
+    corpus = {
+        str(i): {"title": t or "", "text": x or ""}
+        for i, t, x in zip(part["corpus"]["id"], titles, part["corpus"]["text"])
+    }
+    queries = {str(i): q for i, q in zip(part["queries"]["id"], part["queries"]["text"])}
+    qrels = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in part["relevant_docs"].items()}
+    return RetrievalData(name=task.metadata.name, corpus=corpus, queries=queries, qrels=qrels, split=split)
+
+
+def add_first_stage(task, candidates, split: str = "test", subset: str = "default"):
+    """Make a loaded MTEB retrieval task a reranking task over ``candidates`` (its ``top_ranked``)."""
+    if not task.data_loaded:
+        task.load_data()
+    task.convert_v1_dataset_format_to_v2()
+    task.dataset[subset][split]["top_ranked"] = top_ranked_from_candidates(candidates)
+    return task
 
 
 def top_ranked_from_candidates(candidates) -> dict[str, list[str]]:
