@@ -14,6 +14,7 @@ training query; the student learns to reproduce those scores with one of two sen
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,9 +47,14 @@ class DistillArguments:
     positive_pool: int = field(default=3, metadata={"help": "margin_mse: positives come from the teacher's top-n."})
     num_negatives: int = field(default=7, metadata={"help": "kl_div: negatives per row."})
     temperature: float = field(default=1.0, metadata={"help": "kl_div: softmax temperature (teacher and student)."})
+    candidates_path: str | None = field(
+        default=None,
+        metadata={"help": "Reuse a zerank run's candidates folder (splits train/eval) instead of running BM25."},
+    )
     teacher_batch_size: int = field(default=64, metadata={"help": "Batch size of the teacher's scoring."})
     max_seq_length: int | None = field(default=None, metadata={"help": "Student max tokens (None: model's)."})
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the before/after evaluation."})
+    evaluate_teacher: bool = field(default=True, metadata={"help": "Also report the teacher reranker's metrics."})
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -166,3 +172,127 @@ def train_student(model, train_dataset, args: DistillArguments, training_args):
     )
     trainer.train()
     return trainer
+
+
+def zembed_candidates(args: DistillArguments):
+    """``(train, eval, eval_qrels)``: candidate sets of the training and held-out queries (BM25 or a zerank run's)."""
+    from .data import load_retrieval_data
+    from .pipeline import load_split, select_queries
+
+    eval_name = args.eval_dataset_name or args.dataset_name
+    eval_data = load_retrieval_data(eval_name, args.eval_split)
+    if args.candidates_path:
+        return load_split(args.candidates_path, "train"), load_split(args.candidates_path, "eval"), eval_data.qrels
+    from .candidates import bm25_candidates
+
+    train_data = load_retrieval_data(args.dataset_name, args.dataset_split)
+    train_ids = select_queries(train_data, args.num_train_queries, args.query_seed)
+    same = eval_name == args.dataset_name and args.eval_split == args.dataset_split
+    eval_ids = select_queries(eval_data, args.num_eval_queries, args.query_seed + 2, set(train_ids) if same else set())
+    train = bm25_candidates(train_data.subset(train_ids), top_k=args.top_k)
+    evaluation = bm25_candidates(eval_data.subset(eval_ids), top_k=args.eval_top_k)
+    return train, evaluation, eval_data.qrels
+
+
+def evaluate_student(model, candidates, qrels, args: DistillArguments, name: str, eval_name: str):
+    """Bi-encoder reranking of the held-out candidates (cosine) -> one result row."""
+    from .evaluation import evaluate_reranker, result_row
+
+    result = evaluate_reranker(candidates, qrels, scorer=model, batch_size=args.eval_batch_size)
+    return result_row(name, eval_name, args.eval_split, result)
+
+
+def run_zembed(args: DistillArguments, training_args, model_args) -> dict[str, Any]:
+    """Teacher scores -> distillation rows -> SentenceTransformerTrainer -> before/after evaluation -> save (+ push)."""
+    from .evaluation import evaluate_reranker, result_row
+    from .pipeline import resolve_model_name
+
+    if not 0 < training_args.num_train_epochs:
+        raise ValueError(f"`num_train_epochs` must be > 0 (got {training_args.num_train_epochs}).")
+    train, evaluation, qrels = zembed_candidates(args)
+    eval_name = args.eval_dataset_name or args.dataset_name
+    teacher = resolve_model_name(args.teacher_model)
+    scores = teacher_scores(train, teacher, batch_size=args.teacher_batch_size)
+    dataset = distillation_dataset(train, scores, args)
+    student_path = resolve_model_name(model_args.model_name_or_path)
+    student = load_student(student_path, args.max_seq_length)
+    rows = [result_row("bm25", eval_name, args.eval_split, evaluate_reranker(evaluation, qrels))]
+    rows.append(evaluate_student(student, evaluation, qrels, args, "student (before)", eval_name))
+    trainer = train_student(student, dataset, args, training_args)
+    rows.append(evaluate_student(student, evaluation, qrels, args, "zembed (after)", eval_name))
+    if args.evaluate_teacher:
+        teacher_result = evaluate_reranker(evaluation, qrels, scorer=teacher, kind="cross", batch_size=args.eval_batch_size)
+        rows.append(result_row("teacher reranker", eval_name, args.eval_split, teacher_result))
+    output_dir = Path(training_args.output_dir) / "model"
+    student.save(str(output_dir))
+    save_zembed_card(output_dir, args, training_args, model_args, rows, len(dataset), len(train), len(evaluation))
+    if training_args.push_to_hub and training_args.is_world_process_zero():
+        from .hub import push_folder
+
+        if not training_args.hub_model_id:
+            raise ValueError("push_to_hub=True needs `hub_model_id` (got None): pass --hub_model_id you/zembed-demo.")
+        push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"rows": rows, "train_rows": len(dataset), "losses": losses, "output_dir": str(output_dir)}
+
+
+LOSS_DESCRIPTIONS = {
+    "margin_mse": "MSE between the student's and the teacher's score margins over (query, positive, negative) "
+    "triples, MarginMSELoss",
+    "kl_div": "KL divergence between the student's and the teacher's softmax over each query's candidates, "
+    "DistillKLDivLoss",
+}
+
+
+def save_zembed_card(output_dir, args: DistillArguments, training_args, model_args, rows, num_rows, n_train, n_eval):
+    """Write our card (``model_cards/zembed.md``) as the model's README.md, replacing sentence-transformers' one."""
+    import sentence_transformers
+
+    from .evaluation import card_eval_results, results_to_markdown
+    from .hub import render_model_card
+    from .utils import producing_command
+
+    repo_id = training_args.hub_model_id or f"{Path(output_dir).parent.name}"
+    base = model_args.model_name_or_path
+    card_data = {
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "sentence-similarity",
+        "tags": ["zelo", "zembed", "sentence-transformers", "feature-extraction", "distillation"],
+        "model_name": repo_id,
+        "eval_results": card_eval_results([r for r in rows if r["model"] == "zembed (after)"], "zembed (after)"),
+    }
+    if base and not str(base).startswith(("/", ".")) and "/" in str(base):
+        card_data["base_model"] = base
+    card = render_model_card(
+        "zembed.md",
+        card_data=card_data,
+        model_name=repo_id,
+        repo_id=repo_id,
+        teacher_model=args.teacher_model,
+        teacher_url=_hub_url(args.teacher_model),
+        base_model=base,
+        top_k=args.top_k,
+        eval_top_k=args.eval_top_k,
+        num_train_queries=n_train,
+        num_eval_queries=n_eval,
+        dataset_name=args.dataset_name,
+        dataset_split=args.dataset_split,
+        eval_dataset_name=args.eval_dataset_name or args.dataset_name,
+        eval_split=args.eval_split,
+        loss_name=args.loss,
+        loss_description=LOSS_DESCRIPTIONS[args.loss],
+        results_table=results_to_markdown(rows, columns=["model", "ndcg@10", "recall@100", "mrr@10", "queries"]),
+        num_rows=num_rows,
+        num_train_epochs=training_args.num_train_epochs,
+        learning_rate=training_args.learning_rate,
+        batch_size=training_args.per_device_train_batch_size,
+        example_query="which documents answer this query?",
+        example_doc="a candidate document",
+        command=producing_command(),
+        st_version=sentence_transformers.__version__,
+    )
+    card.save(str(Path(output_dir) / "README.md"))
+
+
+def _hub_url(name: str) -> str:
+    return name if Path(name).exists() or "/" not in name else f"https://huggingface.co/{name}"

@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,10 @@ class ZerankArguments:
     simulated_noise: float = field(default=0.2, metadata={"help": "Noise s.d. of the simulated judge."})
     # fit and calibration
     link: str = field(default="thurstone", metadata={"help": f"Link of the fit, one of {LINKS}."})
-    calibration_pairs_per_query: int = field(
-        default=4, metadata={"help": "Cross-query comparisons per query for calibration (0: skip calibration)."}
+    calibration_cycles: int = field(
+        default=4,
+        metadata={"help": "Random cycles over queries for cross-query calibration; each query takes part in "
+                  "2 x cycles comparisons (0: no calibration, score = elo)."},
     )
     # pairwise small model
     pairwise_model_name_or_path: str | None = field(
@@ -125,7 +127,6 @@ class ZerankArguments:
     preference_set_repo_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the preferences."})
     label_set_repo_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the label set."})
     pairwise_model_repo_id: str | None = field(default=None, metadata={"help": "Hub model id of the pairwise model."})
-    hub_private_repo: bool | None = field(default=None, metadata={"help": "Create pushed repos as private."})
 
     def __post_init__(self) -> None:
         _check_choice("first_stage", self.first_stage, FIRST_STAGES)
@@ -585,7 +586,7 @@ def stage_push(args: ZerankArguments, training_args, output_dir: Path, stage_dir
 
     pushed = {}
     for folder, repo_id, repo_type in push_targets(args, training_args, output_dir):
-        pushed[repo_id] = push_folder(folder, repo_id, repo_type=repo_type, private=args.hub_private_repo)
+        pushed[repo_id] = push_folder(folder, repo_id, repo_type=repo_type, private=training_args.hub_private_repo)
     return {"pushed": pushed}
 
 
@@ -633,7 +634,7 @@ def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, An
     elif args.pairwise_model_name_or_path:
         logger.warning("pairwise_model_name_or_path is set but num_pairwise_queries=0: no pairwise stage runs.")
     runner.run("labels", {"link": args.link}, partial(stage_labels, args, output_dir), depends=label_inputs)
-    calib_cfg = {"pairs_per_query": args.calibration_pairs_per_query, **judge_cfg}
+    calib_cfg = {"cycles": args.calibration_cycles, **judge_cfg}
     runner.run("calibration", calib_cfg, partial(stage_calibration, args, output_dir), depends=("labels",))
     runner.run("pointwise", training_settings(training_args, model_args),
                partial(stage_pointwise, *ctx, output_dir), depends=("calibration",), main_only=False)
@@ -662,25 +663,112 @@ def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path) -
 
 
 def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
-    """Per-query Thurstone (or Bradley-Terry) fit of all preferences -> label set."""
-    from .hub import save_dataset_folder
-    from .labeling import label_preferences
+    """Per-query Thurstone (or Bradley-Terry) fit of all preferences -> label set (parquet + card)."""
+    from .labeling import label_preferences, label_summary
 
-    labels = label_preferences(_concat_preferences(output_dir), link=args.link)
-    save_dataset_folder(labels, stage_dir)
-    return {"queries": len(labels), "converged": int(sum(labels["converged"])), "connected": int(sum(labels["connected"]))}
+    labels = label_preferences(
+        _concat_preferences(output_dir), model=args.link, output_dir=stage_dir, source=args.preference_set_repo_id,
+        degree=args.graph_degree,
+    )
+    return label_summary(labels)
 
 
 def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
     """Cross-query comparisons (judged by the judge) -> per-query offsets -> calibrated, comparable scores."""
     from .calibration import calibrate_labels, sample_cross_query_pairs
     from .data import load_retrieval_data
+    from .labeling import label_summary, save_label_set
     from .preferences import judge_pairs
 
     labels = load_split(output_dir / "labels", "train")
-    judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
-    pairs = sample_cross_query_pairs(labels, pairs_per_query=args.calibration_pairs_per_query, seed=args.query_seed)
-    result = judge_pairs(pairs, judge, cache=judge_cache_path(args, output_dir), concurrency=args.judge_max_concurrency)
-    calibrated = calibrate_labels(labels, result.preferences, link=args.link)
-    save_label_set(calibrated, stage_dir, args)
-    return {"cross_pairs": len(result.preferences), **_brief(result.summary)}
+    info: dict[str, Any] = {}
+    if args.calibration_cycles > 0:
+        judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
+        pairs = sample_cross_query_pairs(labels, n_cycles=args.calibration_cycles, seed=args.query_seed)
+        result = judge_pairs(pairs, judge, cache=judge_cache_path(args, output_dir), concurrency=args.judge_max_concurrency)
+        calibrated, fit = calibrate_labels(labels, result.preferences, model=args.link, return_result=True)
+        info = {"cross_pairs": len(result.preferences), "connected": bool(fit.connected), **_brief(result.summary)}
+    else:
+        logger.warning("calibration_cycles=0: scores are not calibrated across queries (offset 0, score = elo).")
+        calibrated = labels.map(_zero_offset, desc="No calibration")
+    save_label_set(
+        calibrated, stage_dir, model=args.link, source=args.preference_set_repo_id, degree=args.graph_degree,
+        calibration=info or None, pretty_name="zELO label set (calibrated)",
+    )
+    return {**label_summary(calibrated), **info}
+
+
+def _zero_offset(row: dict) -> dict:
+    return {"offset": 0.0, "score": list(row["elo"])}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the pairwise small model on its own (recipes/pairwise.py)
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class PairwiseArguments:
+    """A preference set in, a pairwise judge model out (ZELO.md step 4), evaluated on held-out queries' pairs."""
+
+    preference_set: str = field(
+        default="outputs/zerank-demo/preferences",
+        metadata={"help": "Preference set: a folder written by zelo (e.g. a zerank run's preferences/), a parquet "
+                  "or jsonl file, or a Hub dataset id."},
+    )
+    eval_query_fraction: float = field(
+        default=0.2, metadata={"help": "Share of the queries whose pairs are held out for evaluation (0: none)."}
+    )
+    query_seed: int = field(default=0, metadata={"help": "Seed of the held-out query draw."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the evaluation."})
+
+
+def split_by_query(preferences, eval_fraction: float, seed: int):
+    """``(train, eval)`` preference sets with disjoint queries (``eval`` is None when ``eval_fraction`` is 0)."""
+    import numpy as np
+
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"`eval_query_fraction` must be in [0, 1) (got {eval_fraction}): e.g. 0.2.")
+    queries = sorted(set(preferences["query_id"]), key=_qkey)
+    n_eval = int(round(eval_fraction * len(queries)))
+    if eval_fraction > 0 and not 1 <= n_eval < len(queries):
+        raise ValueError(
+            f"eval_query_fraction={eval_fraction} of {len(queries)} queries leaves no train or no eval query: "
+            "judge more queries or change the fraction."
+        )
+    held = set(np.asarray(queries, dtype=object)[np.random.default_rng(seed).permutation(len(queries))[:n_eval]])
+    ids = preferences["query_id"]
+    train = preferences.select([i for i, q in enumerate(ids) if q not in held])
+    evaluation = preferences.select([i for i, q in enumerate(ids) if q in held]) if held else None
+    return train, evaluation
+
+
+def run_pairwise(args: PairwiseArguments, training_args, model_args) -> dict[str, Any]:
+    """Preference set -> PairwiseTrainer -> held-out agreement before/after -> save (+ push through push_folder)."""
+    import copy
+
+    from .hub import load_dataset_any, push_folder
+    from .trainer import PairwiseTrainer
+
+    preferences = load_dataset_any(args.preference_set)
+    preferences = preferences.filter(lambda p: p is not None, input_columns="prob_a", desc="Dropping failed pairs")
+    train, evaluation = split_by_query(preferences, args.eval_query_fraction, args.query_seed)
+    config = copy.copy(training_args)
+    config.push_to_hub = False  # one upload, below, through zelo_hf.hub.push_folder
+    trainer = PairwiseTrainer(
+        model=resolve_model_name(model_args.model_name_or_path),
+        args=config,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        peft_config=peft_config_from(model_args),
+        dataset_name=args.preference_set if "/" in args.preference_set and not Path(args.preference_set).exists() else None,
+    )
+    before = trainer.evaluate() if evaluation is not None else {}
+    result = trainer.train()
+    after = trainer.evaluate() if evaluation is not None else {}
+    output_dir = Path(training_args.output_dir) / "model"
+    trainer.save_model(str(output_dir))
+    if training_args.push_to_hub and trainer.is_world_process_zero():
+        if not training_args.hub_model_id:
+            raise ValueError("push_to_hub=True needs `hub_model_id` (got None): pass --hub_model_id you/pairwise-judge.")
+        push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
+    return {"before": before, "after": after, "train_loss": result.training_loss, "train_rows": len(train),
+            "eval_rows": len(evaluation) if evaluation is not None else 0, "output_dir": str(output_dir)}

@@ -1,0 +1,209 @@
+"""Unit tests of the pipeline's parts: resumable stages, query plans, distillation rows, plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zelo_hf.data import load_retrieval_data
+from zelo_hf.pipeline import (
+    BUNDLED_MINILM,
+    MARKER,
+    StageRunner,
+    ZerankArguments,
+    config_hash,
+    plan_queries,
+    read_marker,
+    resolve_model_name,
+    select_queries,
+    split_by_query,
+    write_json_atomic,
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# resumable stages
+# ----------------------------------------------------------------------------------------------------------------------
+class Counter:
+    """A stage function that records its calls and writes an artifact."""
+
+    def __init__(self, name: str):
+        self.name, self.calls = name, 0
+
+    def __call__(self, stage_dir):
+        self.calls += 1
+        (stage_dir / "artifact.txt").write_text(f"{self.name} {self.calls}")
+        return {"calls": self.calls}
+
+
+def run_two(tmp_path, a_cfg, b_cfg, a: Counter, b: Counter):
+    runner = StageRunner(tmp_path)
+    runner.run("a", a_cfg, a)
+    runner.run("b", b_cfg, b, depends=("a",))
+    return runner
+
+
+def test_stage_writes_artifact_and_marker_last(tmp_path):
+    a, b = Counter("a"), Counter("b")
+    runner = run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
+    assert runner.ran == ["a", "b"] and runner.skipped == []
+    marker = read_marker(tmp_path / "a")
+    assert marker["stage"] == "a" and marker["summary"] == {"calls": 1} and marker["config"] == {"x": 1}
+    assert marker["config_hash"] == runner.hashes["a"]
+    assert (tmp_path / "a" / "artifact.txt").read_text() == "a 1"
+    assert not list(tmp_path.glob("**/.*.tmp")), "temporary marker files must be renamed away"
+
+
+def test_rerun_skips_completed_stages(tmp_path):
+    a, b = Counter("a"), Counter("b")
+    run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
+    before = (tmp_path / "b" / MARKER).read_text()
+    runner = run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
+    assert (a.calls, b.calls) == (1, 1)
+    assert runner.skipped == ["a", "b"] and runner.ran == []
+    assert (tmp_path / "b" / MARKER).read_text() == before
+
+
+def test_changed_config_reruns_that_stage_and_downstream_only(tmp_path):
+    a, b = Counter("a"), Counter("b")
+    run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
+    runner = run_two(tmp_path, {"x": 1}, {"y": 2}, a, b)  # only b's settings change
+    assert (a.calls, b.calls) == (1, 2) and runner.ran == ["b"]
+    runner = run_two(tmp_path, {"x": 2}, {"y": 2}, a, b)  # a changes: b is stale too (its upstream hash moved)
+    assert (a.calls, b.calls) == (2, 3) and runner.ran == ["a", "b"]
+
+
+def test_crash_leaves_no_marker_and_the_rerun_starts_clean(tmp_path):
+    def crash(stage_dir):
+        (stage_dir / "half.txt").write_text("partial")
+        raise RuntimeError("killed mid-stage")
+
+    runner = StageRunner(tmp_path)
+    with pytest.raises(RuntimeError, match="killed mid-stage"):
+        runner.run("a", {"x": 1}, crash)
+    assert read_marker(tmp_path / "a") is None
+    a = Counter("a")
+    StageRunner(tmp_path).run("a", {"x": 1}, a)
+    assert a.calls == 1 and not (tmp_path / "a" / "half.txt").exists()
+
+
+def test_corrupt_marker_counts_as_incomplete(tmp_path):
+    a = Counter("a")
+    StageRunner(tmp_path).run("a", {"x": 1}, a)
+    (tmp_path / "a" / MARKER).write_text("{not json")
+    StageRunner(tmp_path).run("a", {"x": 1}, a)
+    assert a.calls == 2
+
+
+def test_stage_order_is_enforced(tmp_path):
+    with pytest.raises(RuntimeError, match="depends on \\['a'\\]"):
+        StageRunner(tmp_path).run("b", {}, Counter("b"), depends=("a",))
+
+
+def test_config_hash_ignores_key_order_and_atomic_json(tmp_path):
+    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+    write_json_atomic(tmp_path / "x.json", {"k": 1})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"k": 1}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# settings and query plans
+# ----------------------------------------------------------------------------------------------------------------------
+def test_bundled_minilm_name_resolves_to_a_local_folder():
+    path = resolve_model_name(BUNDLED_MINILM)
+    assert path != BUNDLED_MINILM and (Path(path) / "config.json").exists()
+    assert resolve_model_name("org/model") == "org/model" and resolve_model_name(None) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"graph_degree": 7}, "graph_degree.*even"),
+        ({"graph_degree": 8, "top_k": 8}, "graph_degree.*< top_k"),
+        ({"judge": "gpt"}, "judge.*one of"),
+        ({"first_stage": "fusion"}, "first_stage_model.*required"),
+        ({"num_pairwise_queries": 5}, "num_pairwise_queries.*pairwise_model_name_or_path"),
+    ],
+)
+def test_bad_settings_name_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ZerankArguments(**kwargs)
+
+
+def test_query_plan_is_disjoint_and_reproducible():
+    data = load_retrieval_data("cranfield", "test")
+    args = ZerankArguments(dataset_name="cranfield", dataset_split="test", eval_split="test", num_train_queries=30,
+                           num_eval_queries=20, top_k=10, pairwise_model_name_or_path="m", num_pairwise_queries=10)
+    plan = plan_queries(args, data, data)
+    assert (len(plan.train), len(plan.pairwise), len(plan.eval)) == (30, 10, 20)
+    assert not (set(plan.train) & set(plan.eval)) and not (set(plan.train) & set(plan.pairwise))
+    assert not (set(plan.pairwise) & set(plan.eval))
+    assert plan_queries(args, data, data) == plan
+    with pytest.raises(ValueError, match="asked for 500 queries"):
+        select_queries(data, 500, seed=0)
+
+
+def test_split_by_query_holds_out_whole_queries():
+    from datasets import Dataset
+
+    prefs = Dataset.from_dict({"query_id": [str(q) for q in np.repeat(np.arange(10), 3)], "prob_a": [0.5] * 30})
+    train, evaluation = split_by_query(prefs, 0.2, seed=0)
+    assert len(evaluation) == 6 and len(train) == 24
+    assert not set(train["query_id"]) & set(evaluation["query_id"])
+    assert split_by_query(prefs, 0.0, seed=0)[1] is None
+    with pytest.raises(ValueError, match="eval_query_fraction"):
+        split_by_query(prefs, 1.0, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# distillation rows and plots
+# ----------------------------------------------------------------------------------------------------------------------
+def test_margin_mse_rows_follow_the_teacher():
+    from zelo_hf.distill import margin_mse_rows
+
+    docs = [[f"d{i}" for i in range(6)]]
+    scores = [[0.1, 3.0, -1.0, 2.0, 0.5, -2.0]]
+    rows = margin_mse_rows(["q"], docs, scores, triples_per_query=50, positive_pool=2, seed=0)
+    assert len(rows["query"]) == 50
+    score_of = dict(zip(docs[0], scores[0]))
+    assert set(rows["positive"]) <= {"d1", "d3"}  # the teacher's top 2
+    margins = np.array([score_of[p] - score_of[n] for p, n in zip(rows["positive"], rows["negative"])])
+    assert np.allclose(margins, rows["label"]) and (margins > 0).all()
+
+
+def test_kl_div_rows_carry_the_teacher_scores():
+    from zelo_hf.distill import kl_div_rows
+
+    docs = [[f"d{i}" for i in range(5)]]
+    scores = [[0.1, 3.0, -1.0, 2.0, 0.5]]
+    rows = kl_div_rows(["q"], docs, scores, num_negatives=3, seed=0)
+    assert rows["positive"] == ["d1"] and rows["label"][0][0] == 3.0
+    score_of = dict(zip(docs[0], scores[0]))
+    negs = [rows[f"negative_{i}"][0] for i in (1, 2, 3)]
+    assert len(set(negs)) == 3 and "d1" not in negs
+    assert rows["label"][0][1:] == [score_of[n] for n in negs]
+
+
+def test_distill_arguments_validate():
+    from zelo_hf.distill import DistillArguments
+
+    with pytest.raises(ValueError, match="loss"):
+        DistillArguments(loss="mse")
+    with pytest.raises(ValueError, match="num_negatives"):
+        DistillArguments(loss="kl_div", num_negatives=30, top_k=30)
+
+
+def test_plots_are_written(tmp_path):
+    from zelo_hf.plotting import plot_metrics, plot_score_distributions
+
+    rng = np.random.default_rng(0)
+    png = plot_score_distributions({"elo": rng.normal(size=100), "empty": []}, tmp_path / "d.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [{"model": "bm25", "ndcg@10": 0.3}, {"model": "zelo", "ndcg@10": 0.4}]
+    assert plot_metrics(rows, ["ndcg@10"], tmp_path / "m.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="panels"):
+        plot_score_distributions({}, tmp_path / "x.png")
