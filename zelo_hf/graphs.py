@@ -20,7 +20,14 @@ import warnings
 
 import numpy as np
 
-__all__ = ["sample_cycle_graph", "dense_graph", "comparison_graph", "is_connected", "graph_diameter"]
+__all__ = [
+    "sample_cycle_graph",
+    "dense_graph",
+    "comparison_graph",
+    "is_connected",
+    "graph_diameter",
+    "candidate_pairs",
+]
 
 
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -168,3 +175,46 @@ def graph_diameter(edges: np.ndarray, n: int) -> int:
         return 0
     dist = shortest_path(_adjacency(edges, n), directed=False, unweighted=True)
     return -1 if np.isinf(dist).any() else int(dist.max())
+
+
+def candidate_pairs(candidates, degree: int = 8, seed: int | np.random.Generator | None = 0):
+    """The pairs to judge for a candidate set: one row per pair, the preference-set schema without ``prob_a``.
+
+    ``candidates`` is a ``datasets.Dataset`` with ``query_id`` and ``doc_ids`` (plus ``query`` and ``docs``,
+    copied to the pairs when present). Each query gets :func:`comparison_graph` over its candidates, drawn from
+    one generator seeded by ``seed``, so the same candidate set and seed give the same pairs.
+    """
+    from datasets import Dataset
+
+    missing = [c for c in ("query_id", "doc_ids") if c not in candidates.column_names]
+    if missing:
+        raise ValueError(
+            f"the candidate set is missing column(s) {missing} (has {candidates.column_names}): it needs one row per "
+            "query with `query_id` and `doc_ids` (see docs/design.md), e.g. from `zelo candidates`."
+        )
+    rng = _rng(seed)
+    with_text = "query" in candidates.column_names and "docs" in candidates.column_names
+    rows: dict[str, list] = {c: [] for c in ("query_id", "query", "doc_a_id", "doc_a", "doc_b_id", "doc_b")}
+    for row in candidates:
+        if with_text and len(row["docs"]) != len(row["doc_ids"]):
+            raise ValueError(
+                f"query_id={row['query_id']!r}: {len(row['docs'])} docs for {len(row['doc_ids'])} doc_ids: "
+                "one text per id."
+            )
+        if len(row["doc_ids"]) < 2:
+            raise ValueError(
+                f"query_id={row['query_id']!r} has {len(row['doc_ids'])} candidate(s): drop it or retrieve more."
+            )
+        edges = comparison_graph(len(row["doc_ids"]), degree, seed=rng)
+        ids = np.asarray(row["doc_ids"], dtype=object)
+        rows["query_id"] += [row["query_id"]] * len(edges)
+        rows["doc_a_id"] += ids[edges[:, 0]].tolist()
+        rows["doc_b_id"] += ids[edges[:, 1]].tolist()
+        if with_text:
+            docs = np.asarray(row["docs"], dtype=object)
+            rows["query"] += [row["query"]] * len(edges)
+            rows["doc_a"] += docs[edges[:, 0]].tolist()
+            rows["doc_b"] += docs[edges[:, 1]].tolist()
+    if not with_text:
+        rows = {k: v for k, v in rows.items() if k in ("query_id", "doc_a_id", "doc_b_id")}
+    return Dataset.from_dict(rows)
