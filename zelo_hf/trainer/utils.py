@@ -86,7 +86,7 @@ def check_numbers(dataset, column: str, split: str, low: float | None = None, hi
         first = int(np.flatnonzero(bad)[0])
         span = f" in [{low}, {high}]" if low is not None else ""
         raise ValueError(
-            f"{split} dataset: `{column}` must be finite{span} (got {values[first]!r} at row {first}, "
+            f"{split} dataset: `{column}` must be finite{span} (got {float(values[first])!r} at row {first}, "
             f"{int(bad.sum())} bad row(s)): fix or drop these rows (a failed judgment is not a 0.5)."
         )
     return values
