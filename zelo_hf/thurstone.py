@@ -227,8 +227,21 @@ class _Chunk:
         self.terms, self.prec = _TERMS[model], 1.0 / prior_sd**2
         cols = np.stack([a, b], axis=1).ravel()
         self.B = sp.csr_matrix((np.tile([1.0, -1.0], self.m), cols, np.arange(0, 2 * self.m + 1, 2)), (self.m, self.n))
-        self.BT = self.B.T.tocsr()  # scatter as a row-wise gather: sorted once, reused by every mat-vec
+        self.BT = self.B.T.tocsr()  # scatter as a row-wise gather: sorted once, reused by every gradient
+        # H = B^T diag(w) B + prec I = diag + off-diagonal part. The off-diagonal part reuses B^T's row layout:
+        # slot k of row i is edge e = BT.indices[k], whose other end is a[e] + b[e] - i (duplicates are fine in CSR).
+        self.slot_edge = self.BT.indices
+        rows = np.repeat(np.arange(self.n), np.diff(self.BT.indptr))
+        other = (a + b)[self.slot_edge] - rows
+        self.offdiag = sp.csr_matrix((np.zeros(len(other)), other, self.BT.indptr), shape=(self.n, self.n))
         self.absBT = abs(self.BT)
+        self.diag = np.full(self.n, self.prec)
+
+    def assemble(self, w: np.ndarray) -> np.ndarray:
+        """Fill H with the curvature weights ``w``; returns its diagonal (the Jacobi preconditioner)."""
+        self.offdiag.data = -w[self.slot_edge]
+        self.diag = self.absBT @ w + self.prec
+        return self.diag
 
     def seg(self, x: np.ndarray) -> np.ndarray:
         """Per-query sums of a per-document array."""
@@ -246,13 +259,13 @@ class _Chunk:
     def gradient(self, s: np.ndarray, dl: np.ndarray) -> np.ndarray:
         return self.BT @ dl - self.prec * s
 
-    def hess_vec(self, w: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return self.BT @ (w * (self.B @ v)) + self.prec * v
+    def hess_vec(self, v: np.ndarray) -> np.ndarray:
+        return self.offdiag @ v + self.diag * v
 
 
 def _pcg(ch: _Chunk, w: np.ndarray, rhs: np.ndarray, target: np.ndarray, max_cg: int) -> np.ndarray:
     """Solve H x = rhs for every query at once (Jacobi-preconditioned CG, per-query alpha/beta and stopping)."""
-    diag = ch.absBT @ w + ch.prec
+    diag = ch.assemble(w)
     x, r = np.zeros_like(rhs), rhs.copy()
     z = r / diag
     d, rz = z.copy(), ch.seg(r * z)
@@ -260,7 +273,7 @@ def _pcg(ch: _Chunk, w: np.ndarray, rhs: np.ndarray, target: np.ndarray, max_cg:
     for _ in range(max_cg):
         if not active.any():
             break
-        hd = ch.hess_vec(w, d)
+        hd = ch.hess_vec(d)
         dhd = ch.seg(d * hd)
         alpha = np.where(active & (dhd > 0), rz / np.where(dhd > 0, dhd, 1.0), 0.0)
         alpha_i = np.repeat(alpha, ch.sizes)
@@ -384,7 +397,7 @@ def fit_scores_flat(
     compute_se: bool = True,
     query_ids: list | None = None,
     edge_offset: np.ndarray | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
     num_threads: int | None = None,
 ) -> BatchFitResult:
     """Fit many queries of any sizes in one vectorised call (the layout used by the labeling map).
