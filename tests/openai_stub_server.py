@@ -1,0 +1,191 @@
+"""A real local HTTP server speaking the OpenAI chat-completions protocol, for offline tests and benchmarks.
+
+It listens on 127.0.0.1 (an ephemeral port), answers ``POST /v1/chat/completions`` (and ``/chat/completions``), and
+can inject faults per request: 429 bursts, 500s, slow responses (beyond a client's timeout), malformed JSON and
+refusals. A ``behaviour(prompt, n)`` callable decides each answer from the user prompt and how many times that
+prompt was requested (n = 1 on the first request). The server counts requests per prompt, refuses anything past
+``max_requests`` (503) and shuts itself down after ``lifetime`` seconds, so a forgotten server cannot linger.
+
+Run standalone (the benchmark does): ``python tests/openai_stub_server.py --answer "SCORE: 0.5"`` prints the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Action = dict[str, Any]
+
+
+def prompt_key(prompt: str) -> str:
+    """Short stable id of a user prompt (what the server counts requests by)."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def ok(content: str, logprobs: dict[str, float] | None = None) -> Action:
+    """A successful answer (optionally with top log-probabilities of the first token)."""
+    return {"status": 200, "content": content, "logprobs": logprobs}
+
+
+REFUSAL = "I'm sorry, but I can't help with comparing these documents."
+
+
+class StubOpenAIServer:
+    """OpenAI-compatible stub; use as a context manager or call ``start()`` / ``stop()``.
+
+    Args:
+        behaviour: ``(prompt, n) -> action``; actions: ``ok("SCORE: 0.3")``, ``{"status": 429}``,
+            ``{"status": 500}``, ``{"sleep": 5.0, **ok(...)}``, ``{"malformed": True}``, ``ok(REFUSAL)``.
+        answer: the default answer when ``behaviour`` is None.
+        delay: seconds to wait before every answer (simulated model latency).
+        max_requests: requests served at most; later ones get 503.
+        lifetime: seconds after which the server stops itself.
+    """
+
+    def __init__(self, behaviour: Callable[[str, int], Action] | None = None, answer: str = "SCORE: 0.5",
+                 delay: float = 0.0, max_requests: int = 100_000, lifetime: float = 300.0, port: int = 0):
+        self.behaviour = behaviour or (lambda prompt, n: ok(answer))
+        self.delay, self.max_requests, self.lifetime = delay, max_requests, lifetime
+        self.counts: Counter[str] = Counter()  # requests per prompt key
+        self.successes: Counter[str] = Counter()  # 200 answers sent per prompt key
+        self.statuses: Counter[int | str] = Counter()
+        self.prompts: dict[str, str] = {}
+        self.total = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> StubOpenAIServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> StubOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _register(self, prompt: str) -> tuple[int, int]:
+        key = prompt_key(prompt)
+        with self._lock:
+            self.total += 1
+            self.counts[key] += 1
+            self.prompts[key] = prompt
+            return self.total, self.counts[key]
+
+    def _handler(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802 -- http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError:
+                    return self._send(400, {"error": {"message": "bad request body"}})
+                if not self.path.rstrip("/").endswith("chat/completions"):
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                messages = body.get("messages") or [{}]
+                prompt = str(messages[-1].get("content", ""))
+                total, n = stub._register(prompt)
+                if total > stub.max_requests:
+                    return self._send(503, {"error": {"message": "stub server request limit reached"}})
+                action = stub.behaviour(prompt, n)
+                time.sleep(stub.delay + float(action.get("sleep", 0.0)))
+                self._answer(action, body, prompt)
+
+            def _answer(self, action: Action, body: dict, prompt: str) -> None:
+                status = int(action.get("status", 200))
+                stub.statuses[status if not action.get("malformed") else "malformed"] += 1
+                if action.get("malformed"):
+                    return self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": ')
+                if status != 200:
+                    kind = {429: "rate_limit_exceeded", 500: "server_error"}.get(status, "error")
+                    return self._send(status, {"error": {"message": f"injected {status}", "type": kind, "code": kind}})
+                with stub._lock:
+                    stub.successes[prompt_key(prompt)] += 1
+                self._send(200, completion(body.get("model", "stub"), action["content"], prompt, action.get("logprobs")))
+
+            def _send(self, status: int, payload: dict) -> None:
+                self._send_raw(status, json.dumps(payload).encode("utf-8"))
+
+            def _send_raw(self, status: int, data: bytes) -> None:
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
+                    pass
+
+        return Handler
+
+
+def completion(model: str, content: str, prompt: str, logprobs: dict[str, float] | None = None) -> dict[str, Any]:
+    """A chat-completion response body; usage counts ~4 characters per token."""
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+    if logprobs:
+        top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in logprobs.items()]
+        first = max(logprobs, key=logprobs.get)
+        choice["logprobs"] = {"content": [{"token": first, "logprob": logprobs[first], "bytes": list(first.encode()),
+                                           "top_logprobs": top}]}
+    prompt_tokens = max(1, len(prompt) // 4)
+    completion_tokens = max(1, len(content) // 4)
+    return {
+        "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [choice],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="OpenAI-compatible stub server on 127.0.0.1.")
+    parser.add_argument("--answer", default="SCORE: 0.5")
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--lifetime", type=float, default=600.0)
+    parser.add_argument("--max_requests", type=int, default=10_000_000)
+    args = parser.parse_args(argv)
+    server = StubOpenAIServer(answer=args.answer, delay=args.delay, port=args.port, lifetime=args.lifetime,
+                              max_requests=args.max_requests).start()
+    print(server.port, flush=True)
+    server._thread.join()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

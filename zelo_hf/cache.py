@@ -1,0 +1,140 @@
+"""A crash-safe judgment cache: SQLite in WAL mode, one committed row per answered call.
+
+Judging spends money, so every successful vote is committed the moment it arrives: a rerun, or a resume after
+``kill -9``, re-bills nothing already answered and loses at most the calls that were in flight. Keys hash
+(model, prompt version, answer settings, query, query_b, doc A, doc B, presented order) -- see
+``LiteLLMJudge.cache_key`` -- so a changed prompt or setting never reuses a stale answer.
+
+Failed calls are not answers: they go to a ``failures`` table (for accounting: a refusal is billed) and are
+asked again on the next run. Nothing secret is stored: votes are redacted, and no request (headers, keys,
+api_base) is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .judges import Vote
+from .utils import redact
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS votes (
+    key TEXT PRIMARY KEY,
+    judge TEXT NOT NULL,
+    vote TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    key TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    vote TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+_CHUNK = 900  # below SQLite's default limit of 999 bound parameters
+
+
+class JudgmentCache:
+    """SQLite (WAL) store of votes keyed by the judge's ``cache_key``; safe to share between threads of one process.
+
+    ``synchronous=NORMAL`` in WAL mode: a committed row survives the process being killed (it is in the WAL file
+    the moment ``commit`` returns); only an OS crash or power loss may drop the last commits.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._conn.commit()
+
+    def __repr__(self) -> str:
+        return f"JudgmentCache({str(self.path)!r}, votes={len(self)})"
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def get(self, key: str) -> Vote | None:
+        return self.get_many([key]).get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Vote]:
+        """The cached votes among ``keys`` (one query per ~900 keys)."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, Vote] = {}
+        with self._lock:
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(f"SELECT key, vote FROM votes WHERE key IN ({marks})", chunk).fetchall()
+                found.update((key, Vote.from_dict(json.loads(vote))) for key, vote in rows)
+        return found
+
+    def put(self, key: str, vote: Vote) -> bool:
+        """Store one answer and commit at once; failed votes go to ``failures``. True when a new answer was stored."""
+        return self.put_many([(key, vote)]) > 0
+
+    def put_many(self, items: Sequence[tuple[str, Vote]]) -> int:
+        """Store several votes in one transaction; returns how many new answers were stored (existing keys kept)."""
+        now = time.time()
+        answers = [(k, redact(v.judge), _dump(v), now) for k, v in items if v.ok]
+        failures = [(k, redact(v.judge), _dump(v), now) for k, v in items if not v.ok]
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.executemany("INSERT OR IGNORE INTO votes VALUES (?, ?, ?, ?)", answers)
+            stored = self._conn.total_changes - before
+            self._conn.executemany("INSERT INTO failures VALUES (?, ?, ?, ?)", failures)
+            self._conn.commit()
+        return stored
+
+    def failures(self) -> list[tuple[str, Vote]]:
+        """Every failed attempt recorded (key, vote), oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, vote FROM failures ORDER BY rowid").fetchall()
+        return [(k, Vote.from_dict(json.loads(v))) for k, v in rows]
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        """Per judge: cached answers, tokens and dollars spent on them (failed attempts included separately)."""
+        out: dict[str, dict[str, float]] = {}
+        with self._lock:
+            tables = {"votes": self._conn.execute("SELECT vote FROM votes").fetchall(),
+                      "failures": self._conn.execute("SELECT vote FROM failures").fetchall()}
+        for table, rows in tables.items():
+            for (raw,) in rows:
+                vote = json.loads(raw)
+                entry = out.setdefault(vote["judge"], {"answers": 0, "failures": 0, "prompt_tokens": 0,
+                                                       "completion_tokens": 0, "cost": 0.0})
+                entry["answers" if table == "votes" else "failures"] += 1
+                entry["prompt_tokens"] += vote["prompt_tokens"]
+                entry["completion_tokens"] += vote["completion_tokens"]
+                entry["cost"] += vote["cost"]
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> JudgmentCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _dump(vote: Vote) -> str:
+    data = vote.to_dict()
+    for field in ("judge", "raw_answer", "error"):
+        if data.get(field) is not None:
+            data[field] = redact(str(data[field]))
+    return json.dumps(data, ensure_ascii=False)

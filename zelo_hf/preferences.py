@@ -1,0 +1,372 @@
+"""Preference sets: candidates -> sparse comparison graphs -> judged pairs (ZELO.md steps 2-3).
+
+:func:`judge_pairs` builds each query's comparison graph over its candidates (or takes a pre-built pairs dataset,
+e.g. cross-query pairs), sends every pair to every judge (through the cache, with a concurrency limit), and returns
+the flat preference set -- one row per pair, the soft label ``prob_a`` and every vote -- plus a summary (counts,
+tokens, dollars, per-judge agreement, intransitive triangles). A pair whose votes all failed is *not* in the
+preference set: it is listed in ``result.failed`` and in the summary, never written as a tie.
+:func:`save_preference_set` writes the Hub-ready folder (parquet + card) and optionally pushes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .judges import Comparison, EnsembleJudge, Judge, Vote, combine_votes
+from .utils import get_logger, producing_command, redact
+
+logger = get_logger(__name__)
+
+PAIR_COLUMNS = ("query_id", "query", "doc_a_id", "doc_a", "doc_b_id", "doc_b")
+CROSS_COLUMNS = ("query_b_id", "query_b")
+_BATCH = 4096  # votes per vectorised batch of a local judge
+
+
+@dataclass
+class JudgingResult:
+    """What :func:`judge_pairs` returns; unpacks as ``preferences, summary = judge_pairs(...)``."""
+
+    preferences: Any  # datasets.Dataset (None for a dry run)
+    summary: dict[str, Any]
+    failed: Any = None  # datasets.Dataset of pairs whose votes all failed (None for a dry run)
+    pairs: list[Comparison] = field(default_factory=list, repr=False)
+
+    def __iter__(self):
+        return iter((self.preferences, self.summary))
+
+
+def _query_seed(seed: int, query_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{query_id}".encode()).digest()[:8], "little")
+
+
+def build_pairs(candidates: Any, degree: int = 8, seed: int = 0) -> list[Comparison]:
+    """The comparison graph of every query in a candidate set (``zelo_hf.graphs.comparison_graph``), as pairs.
+
+    Each query's graph is seeded by (seed, query_id), so it does not depend on the order or subset of queries.
+    """
+    from .graphs import comparison_graph
+
+    missing = [c for c in ("query_id", "query", "doc_ids", "docs") if c not in candidates.column_names]
+    if missing:
+        raise ValueError(f"the candidate set lacks column(s) {missing} (has {candidates.column_names}): "
+                         "build it with zelo_hf.candidates (e.g. `zelo candidates`).")
+    pairs: list[Comparison] = []
+    for row in candidates:
+        qid, n = str(row["query_id"]), len(row["doc_ids"])
+        if n < 2:
+            logger.warning("query %s has %d candidate(s): nothing to compare, skipped.", qid, n)
+            continue
+        edges = comparison_graph(n, degree, _query_seed(seed, qid))
+        ids, docs = row["doc_ids"], row["docs"]
+        pairs += [Comparison(row["query"], docs[a], docs[b], None, qid, str(ids[a]), str(ids[b])) for a, b in edges]
+    return pairs
+
+
+def pairs_from_dataset(pairs: Any) -> list[Comparison]:
+    """Comparisons from a pairs dataset (preference-set columns; ``query_b``/``query_b_id`` for cross-query pairs)."""
+    missing = [c for c in PAIR_COLUMNS if c not in pairs.column_names]
+    if missing:
+        raise ValueError(f"the pairs dataset lacks column(s) {missing} (has {pairs.column_names}): it needs "
+                         f"{list(PAIR_COLUMNS)} (+ {list(CROSS_COLUMNS)} for cross-query pairs).")
+    cols = {c: pairs[c] for c in PAIR_COLUMNS + CROSS_COLUMNS if c in pairs.column_names}
+    n = len(cols["query_id"])
+    qb, qbid = cols.get("query_b", [None] * n), cols.get("query_b_id", [None] * n)
+    return [
+        Comparison(cols["query"][i], cols["doc_a"][i], cols["doc_b"][i], qb[i], str(cols["query_id"][i]),
+                   str(cols["doc_a_id"][i]), str(cols["doc_b_id"][i]), None if qbid[i] is None else str(qbid[i]))
+        for i in range(n)
+    ]
+
+
+def _to_comparisons(data: Any, degree: int, seed: int) -> list[Comparison]:
+    from datasets import Dataset
+
+    if isinstance(data, list) and data and isinstance(data[0], Comparison):
+        return data
+    if isinstance(data, list):
+        data = Dataset.from_list(data)
+    if not isinstance(data, Dataset):
+        raise TypeError(f"`data` must be a datasets.Dataset (candidate set or pairs) or a list of rows/Comparisons "
+                        f"(got {type(data).__name__}); load one with zelo_hf.hub.load_dataset_any.")
+    return build_pairs(data, degree, seed) if "doc_ids" in data.column_names else pairs_from_dataset(data)
+
+
+@dataclass
+class _LeafRun:
+    """Bookkeeping of one judge over all pairs."""
+
+    judge: Judge
+    votes: list[Vote | None]
+    keys: list[str | None]
+    cached: int = 0
+    called: int = 0
+    bought: list[Vote] = field(default_factory=list)  # one entry per call made in this run (duplicates share it)
+
+
+async def _run_calls(runs: list[_LeafRun], pairs: list[Comparison], cache, concurrency: int, progress: bool) -> None:
+    """Every missing vote of every judge through one pool of ``concurrency`` workers; each answer cached at once."""
+    from tqdm.auto import tqdm
+
+    tasks: list[tuple[int, list[int]]] = []  # (run index, pair indices sharing one cache key / call)
+    for r, run in enumerate(runs):
+        groups: dict[Any, list[int]] = {}
+        for i, vote in enumerate(run.votes):
+            if vote is None:
+                groups.setdefault(run.keys[i] if run.keys[i] is not None else ("pair", i), []).append(i)
+        tasks += [(r, idx) for idx in groups.values()]
+    if not tasks:
+        return
+    bar = tqdm(total=len(tasks), desc="judging", disable=not progress, unit="call")
+    todo = iter(tasks)
+
+    async def worker() -> None:
+        for r, idx in todo:  # one shared iterator: each task taken exactly once
+            run = runs[r]
+            vote = await run.judge.acompare_comparison(pairs[idx[0]])
+            if cache is not None and run.keys[idx[0]] is not None:
+                cache.put(run.keys[idx[0]], vote)
+            run.called += 1
+            run.bought.append(vote)
+            for i in idx:
+                run.votes[i] = vote
+            bar.update(1)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(tasks)))))
+    finally:
+        bar.close()
+
+
+def _prepare_runs(judge: Judge, pairs: list[Comparison], cache) -> list[_LeafRun]:
+    runs = []
+    for leaf in judge.leaves():
+        votes: list[Vote | None] = [None] * len(pairs)
+        keys: list[str | None] = [None] * len(pairs)
+        run = _LeafRun(leaf, votes, keys)
+        if leaf.cacheable and cache is not None:
+            keys[:] = [leaf.cache_key(c, leaf.swap_for(c)) for c in pairs]
+            hits = cache.get_many(k for k in keys if k is not None)
+            for i, key in enumerate(keys):
+                if key in hits:
+                    votes[i] = hits[key]
+            run.cached = sum(v is not None for v in votes)
+        runs.append(run)
+    return runs
+
+
+def _run_batches(runs: list[_LeafRun], pairs: list[Comparison], progress: bool) -> list[_LeafRun]:
+    """Judges with a vectorised path vote on the whole set in large batches; returns the others."""
+    from tqdm.auto import tqdm
+
+    rest = []
+    for run in runs:
+        if run.judge.judge_batch(pairs[:0]) is None:
+            rest.append(run)
+            continue
+        for start in tqdm(range(0, len(pairs), _BATCH), desc=f"judging ({run.judge.name})", disable=not progress):
+            run.votes[start : start + _BATCH] = run.judge.judge_batch(pairs[start : start + _BATCH])
+        run.called = len(pairs)
+        run.bought = list(run.votes)
+    return rest
+
+
+def judge_pairs(
+    data: Any,
+    judge: Judge,
+    degree: int = 8,
+    seed: int = 0,
+    cache: Any = None,
+    concurrency: int = 64,
+    max_pairs: int | None = None,
+    progress: bool = True,
+    dry_run: bool = False,
+    combine: str | None = None,
+) -> JudgingResult:
+    """Judge every comparison pair of a candidate set (or a pairs dataset) and return the preference set.
+
+    Args:
+        data: a candidate set (``query_id, query, doc_ids, docs``; the comparison graph is built per query) or a
+            pairs dataset (``query_id, query, doc_a_id, doc_a, doc_b_id, doc_b`` [+ ``query_b_id, query_b``]).
+        judge: any :class:`zelo_hf.judges.Judge`; an :class:`EnsembleJudge` keeps each member's vote.
+        degree: comparisons per document (ZELO.md: 8); ignored for a pairs dataset.
+        seed: seeds each query's graph (with its query_id).
+        cache: a :class:`zelo_hf.cache.JudgmentCache` or a path to one: answered calls are never asked again.
+        concurrency: calls in flight at most (rate limits are per judge, see ``LiteLLMJudge(rpm=, tpm=)``).
+        max_pairs: judge only the first ``max_pairs`` pairs (a warning says how many were left out).
+        progress: show a progress bar.
+        dry_run: spend nothing; the summary holds the estimated calls, tokens, dollars and seconds.
+        combine: ``"mean"``/``"median"`` of the votes (default: the ensemble's own setting, else mean).
+
+    Returns:
+        :class:`JudgingResult` (``preferences, summary = ...``) with ``failed``: the pairs whose votes all failed.
+    """
+    from .cache import JudgmentCache
+
+    started = time.perf_counter()
+    pairs = _to_comparisons(data, degree, seed)
+    if max_pairs is not None and len(pairs) > max_pairs:
+        logger.warning("max_pairs=%d: judging %d of %d pairs.", max_pairs, max_pairs, len(pairs))
+        pairs = pairs[:max_pairs]
+    if concurrency < 1:
+        raise ValueError(f"`concurrency` must be >= 1 (got concurrency={concurrency}): e.g. 64.")
+    if isinstance(cache, str | Path):
+        cache = JudgmentCache(cache)
+    runs = _prepare_runs(judge, pairs, cache)
+    if dry_run:
+        return JudgingResult(None, _dry_run_summary(runs, pairs, concurrency), None, pairs)
+    remaining = _run_batches(runs, pairs, progress)
+    asyncio.run(_run_calls(remaining, pairs, cache, concurrency, progress))
+    combine = combine or (judge.combine if isinstance(judge, EnsembleJudge) else "mean")
+    preferences, failed, probs = _assemble(pairs, runs, combine)
+    summary = _summary(runs, pairs, probs, judge, degree, seed, time.perf_counter() - started, failed)
+    return JudgingResult(preferences, summary, failed, pairs)
+
+
+def _row(c: Comparison, prob: float | None, votes: list[Vote]) -> dict[str, Any]:
+    return {"query_id": c.query_id, "query": c.query, "doc_a_id": c.doc_a_id, "doc_a": c.doc_a,
+            "doc_b_id": c.doc_b_id, "doc_b": c.doc_b, "prob_a": prob, "votes": [v.to_dict() for v in votes],
+            "query_b_id": c.query_b_id, "query_b": c.query_b}
+
+
+def _assemble(pairs: list[Comparison], runs: list[_LeafRun], combine: str):
+    from datasets import Dataset, Features, Value
+
+    vote_features = {"judge": Value("string"), "raw_answer": Value("string"), "score": Value("float64"),
+                     "prob_a": Value("float64"), "swapped": Value("bool"), "prompt_tokens": Value("int64"),
+                     "completion_tokens": Value("int64"), "cost": Value("float64"), "latency": Value("float64"),
+                     "error": Value("string")}
+    cross = any(c.query_b is not None for c in pairs)
+    columns = list(PAIR_COLUMNS) + ["prob_a", "votes"] + (list(CROSS_COLUMNS) if cross else [])
+    features = Features({c: Value("float64") if c == "prob_a" else [vote_features] if c == "votes"
+                         else Value("string") for c in columns})
+    ok_rows, failed_rows, probs = [], [], []
+    for i, c in enumerate(pairs):
+        votes = [run.votes[i] for run in runs]
+        prob = combine_votes(votes, combine)
+        probs.append(prob)
+        row = {k: v for k, v in _row(c, prob, votes).items() if k in columns}
+        (ok_rows if prob is not None else failed_rows).append(row)
+    def make(rows: list[dict[str, Any]]):
+        return Dataset.from_dict({c: [r[c] for r in rows] for c in columns}, features=features)
+
+    return make(ok_rows), make(failed_rows), probs
+
+
+def _summary(runs, pairs, probs, judge, degree, seed, seconds, failed) -> dict[str, Any]:
+    from .raters import agreement_by_judge, intransitive_triangle_rate
+
+    per_judge = {}
+    for run in runs:
+        ok = np.array([v.ok for v in run.votes], dtype=bool)
+        unique = list({id(v): v for v in run.votes}.values())  # a repeated pair shares one call: bill it once
+        per_judge[run.judge.name] = {
+            "votes": int(ok.sum()), "failed_votes": int((~ok).sum()), "cached": run.cached, "calls": run.called,
+            "prompt_tokens": sum(v.prompt_tokens for v in unique),
+            "completion_tokens": sum(v.completion_tokens for v in unique),
+            "cost": float(sum(v.cost for v in unique)), "cost_this_run": float(sum(v.cost for v in run.bought)),
+        }
+    prob_arr = np.array([np.nan if p is None else p for p in probs], dtype=np.float64)
+    names = [run.judge.name for run in runs for v in run.votes if v.ok]
+    vote_p = [v.prob_a for run in runs for v in run.votes if v.ok]
+    ref = [prob_arr[i] for run in runs for i, v in enumerate(run.votes) if v.ok]
+    agreement = agreement_by_judge(names, np.array(vote_p), np.array(ref)) if len(runs) > 1 and vote_p else {}
+    for name, value in agreement.items():
+        per_judge[name]["agreement_with_ensemble"] = value
+    judged = ~np.isnan(prob_arr)
+    items: dict[tuple[str, str], int] = {}
+    a = [items.setdefault((c.query_id, c.doc_a_id), len(items)) for c in pairs]
+    b = [items.setdefault((c.query_b_id or c.query_id, c.doc_b_id), len(items)) for c in pairs]
+    triangles = intransitive_triangle_rate(np.array(a)[judged], np.array(b)[judged], prob_arr[judged], len(items)) \
+        if judged.any() else 0.0
+    partial = sum(1 for i in range(len(pairs)) if judged[i] and any(not r.votes[i].ok for r in runs))
+    return {
+        "judge": judge.name, "judges": [r.judge.name for r in runs], "pairs": len(pairs), "judged": int(judged.sum()),
+        "failed": int((~judged).sum()), "partially_failed": partial, "queries": len({c.query_id for c in pairs}),
+        "degree": degree, "seed": seed, "calls": sum(r.called for r in runs), "cached": sum(r.cached for r in runs),
+        "prompt_tokens": sum(j["prompt_tokens"] for j in per_judge.values()),
+        "completion_tokens": sum(j["completion_tokens"] for j in per_judge.values()),
+        "cost": float(sum(j["cost"] for j in per_judge.values())),
+        "cost_this_run": float(sum(j["cost_this_run"] for j in per_judge.values())),
+        "intransitive_triangle_rate": triangles, "seconds": seconds, "per_judge": per_judge,
+        "failed_pairs": [{"query_id": r["query_id"], "doc_a_id": r["doc_a_id"], "doc_b_id": r["doc_b_id"],
+                          "query_b_id": r.get("query_b_id"), "errors": [v["error"] for v in r["votes"]]}
+                         for r in failed],
+    }
+
+
+def _dry_run_summary(runs: list[_LeafRun], pairs: list[Comparison], concurrency: int) -> dict[str, Any]:
+    estimates = []
+    for run in runs:
+        missing = [pairs[i] for i, v in enumerate(run.votes) if v is None]
+        unique = list({run.keys[i] or i: pairs[i] for i, v in enumerate(run.votes) if v is None}.values())
+        est = run.judge.estimate(unique, concurrency=concurrency)
+        est.update(cached=run.cached, pairs_missing=len(missing))
+        estimates.append(est)
+    seconds = [e["seconds"] for e in estimates if e["seconds"] is not None]
+    return {"dry_run": True, "pairs": len(pairs), "queries": len({c.query_id for c in pairs}),
+            "calls": sum(e["calls"] for e in estimates), "cached": sum(r.cached for r in runs),
+            "prompt_tokens": sum(e["prompt_tokens"] for e in estimates),
+            "completion_tokens": sum(e["completion_tokens"] for e in estimates),
+            "cost": float(sum(e["cost"] for e in estimates)), "seconds": max(seconds) if seconds else None,
+            "per_judge": {e["judge"]: e for e in estimates}}
+
+
+def _judge_descriptions(judge: Judge) -> list[dict[str, Any]]:
+    out = []
+    for leaf in judge.leaves():
+        desc = {"name": leaf.name, "type": type(leaf).__name__}
+        for attr in ("model", "answer_format", "prompt_version", "temperature", "noise_sd", "uniform_rate"):
+            if hasattr(leaf, attr):
+                desc[attr] = getattr(leaf, attr)
+        out.append(desc)
+    return out
+
+
+def save_preference_set(
+    result: JudgingResult,
+    output_dir: str | Path,
+    judge: Judge | None = None,
+    push_to_hub: str | None = None,
+    private: bool | None = None,
+    source: str | None = None,
+) -> Path:
+    """Write the preference set (``data/train-*.parquet``), the failed pairs (``failed_pairs.jsonl``), the summary
+    (``judging_summary.json``) and the card (``README.md``); push the folder to ``push_to_hub`` when given.
+
+    The folder loads back with ``datasets.load_dataset(output_dir)``.
+    """
+    from .hub import push_folder, render_dataset_card, save_dataset_folder
+    from .prompts import PROMPT_VERSION, SYSTEM_PROMPT, build_messages
+
+    if result.preferences is None:
+        raise ValueError("`result` is a dry run (no preferences): run judge_pairs with dry_run=False first.")
+    summary = result.summary
+    judges = _judge_descriptions(judge) if judge is not None else [{"name": n} for n in summary["judges"]]
+    example = build_messages("{query}", "{document A}", "{document B}")[1]["content"]
+    card = render_dataset_card(
+        "preference_set.md",
+        card_data={"tags": ["zelo", "reranking", "pairwise-preferences", "llm-as-a-judge"],
+                   "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]},
+        summary=summary, judges=judges, prompt_version=PROMPT_VERSION, system_prompt=SYSTEM_PROMPT,
+        user_prompt=example, command=producing_command(), source=source,
+        uses_llm=any("LiteLLM" in j.get("type", "") for j in judges),
+    )
+    out = save_dataset_folder(result.preferences, output_dir, card)
+    with open(out / "failed_pairs.jsonl", "w", encoding="utf-8") as f:
+        for row in result.failed or []:
+            f.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
+    (out / "judging_summary.json").write_text(redact(json.dumps(summary, indent=2, default=float)), encoding="utf-8")
+    if push_to_hub:
+        push_folder(out, push_to_hub, repo_type="dataset", private=private)
+    return out
+
+
+__all__ = ["judge_pairs", "build_pairs", "pairs_from_dataset", "save_preference_set", "JudgingResult"]
