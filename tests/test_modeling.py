@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zelo_hf.modeling import (
+    ZERANK_CHAT_TEMPLATE,
+    load_reranker,
+    ranking,
+    rerank,
+    score_pairs,
+    write_sentence_transformers_files,
+)
+
+QUERIES = ["the cat", "what is the capital of france", "vitamin d"]
+DOCS = ["a dog sat on the mat today", "paris is the capital", "the stock market fell sharply on monday morning"]
+
+
+def save_reranker(path, tmp_path, name):
+    model, tok = load_reranker(path)
+    out = tmp_path / name
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    write_sentence_transformers_files(model, out)
+    return str(out)
+
+
+@pytest.mark.parametrize(("fixture", "head"), [("tiny_bert_path", "classification"), ("tiny_qwen3_path", "causal")])
+def test_cross_encoder_gives_the_same_scores(tmp_path, request, fixture, head):
+    from sentence_transformers import CrossEncoder
+
+    saved = save_reranker(request.getfixturevalue(fixture), tmp_path, head)
+    model, tok = load_reranker(saved)
+    assert model.config.zelo_head == head
+    ours = score_pairs(model, tok, QUERIES, DOCS, batch_size=2)
+    theirs = CrossEncoder(saved, device="cpu").predict(list(zip(QUERIES, DOCS)), batch_size=2)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_causal_head_reads_yes_logit_after_zerank_chat(tiny_qwen3_path):
+    import torch
+
+    model, tok = load_reranker(tiny_qwen3_path)
+    assert tok.chat_template == ZERANK_CHAT_TEMPLATE and tok.padding_side == "left"
+    text = tok.apply_chat_template(
+        [{"role": "system", "content": "q"}, {"role": "user", "content": "d"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>system\nq<|im_end|>\n<|im_start|>user\nd<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**ids).logits[0, -1, tok.convert_tokens_to_ids("Yes")].item()
+    assert rerank(model, "q", ["d"], tokenizer=tok)[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_rerank_keeps_order_and_ranking_sorts(tiny_bert_path):
+    model, tok = load_reranker(tiny_bert_path)
+    scores = rerank(model, QUERIES[0], DOCS, batch_size=1, tokenizer=tok)
+    single = [rerank(model, QUERIES[0], [d], tokenizer=tok)[0] for d in DOCS]
+    np.testing.assert_allclose(scores, single, atol=1e-5)
+    ranked = rerank(model, QUERIES[0], DOCS, tokenizer=tok, return_documents=True)
+    np.testing.assert_allclose([r["score"] for r in ranked], sorted(scores.tolist(), reverse=True), atol=1e-5)
+    assert ranked[0]["text"] == DOCS[int(np.argmax(scores))]
+    assert ranking(np.array([1.0, 3.0, 2.0])) == [
+        {"corpus_id": 1, "score": 3.0}, {"corpus_id": 2, "score": 2.0}, {"corpus_id": 0, "score": 1.0}
+    ]
+
+
+def test_errors_name_the_field(tiny_bert_path):
+    model, tok = load_reranker(tiny_bert_path)
+    with pytest.raises(ValueError, match="`tokenizer` is required"):
+        rerank(model, "q", ["d"])
+    with pytest.raises(ValueError, match="same length"):
+        score_pairs(model, tok, ["q"], ["a", "b"])
+    with pytest.raises(ValueError, match="`head` must be one of"):
+        load_reranker(tiny_bert_path, head="pooling")
+    with pytest.raises(ValueError, match="'Yes'.*not in the vocabulary"):
+        load_reranker(tiny_bert_path, head="causal")
