@@ -1,0 +1,125 @@
+"""``zelo judge``: judge comparison pairs (ZELO.md steps 2-3) -> a preference-set folder with its card.
+
+Judges are given as strings -- ``simulated``, ``pairwise:<model folder>``, or litellm model strings such as
+``openai/gpt-4.1-mini`` -- or, in a YAML ``--config``, as a list of mappings with per-model settings::
+
+    candidates: outputs/candidates
+    output_dir: outputs/preferences
+    judge:
+      - {model: openai/gpt-4.1-mini, rpm: 500, tpm: 200000}
+      - {model: anthropic/claude-sonnet-4-5, rpm: 50, answer_format: score}
+      - {model: openai/qwen3-32b, api_base: "http://localhost:8000/v1", rpm: 600}
+
+API keys are read from the environment only (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...). Every answer is
+committed to a SQLite cache (default ``<output_dir>.judgments.sqlite``) as it arrives: rerunning the same
+command, or ``--resume`` after a crash, never pays twice for an answered call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HELP = "Judge comparison pairs with LLMs (litellm), a local pairwise model or a simulated judge."
+
+
+@dataclass
+class JudgeArguments:
+    """Arguments of ``zelo judge``."""
+
+    output_dir: str = field(metadata={"help": "Folder for the preference set (parquet + README.md card)."})
+    candidates: str | None = field(
+        default=None, metadata={"help": "Candidate set (folder, .parquet/.jsonl file or Hub id): graphs are built."}
+    )
+    pairs: str | None = field(
+        default=None, metadata={"help": "Pre-built pairs (e.g. cross-query pairs from `zelo calibrate --sample_pairs`)."}
+    )
+    split: str = field(default="train", metadata={"help": "Split of the candidates / pairs dataset."})
+    judge: list[str] = field(
+        default_factory=lambda: ["simulated"],
+        metadata={"help": "Judges: `simulated`, `pairwise:<path>`, or litellm model strings (several = ensemble). "
+                  "In YAML also mappings with per-model settings (api_base, rpm, tpm, answer_format, ...).",
+                  "nargs": "+"},
+    )
+    combine: str = field(default="mean", metadata={"help": "Ensemble label.", "choices": ["mean", "median"]})
+    degree: int = field(default=8, metadata={"help": "Comparison-graph degree (even; comparisons per document)."})
+    seed: int = field(default=0, metadata={"help": "Seeds the graphs and the position swaps."})
+    cache: str | None = field(default=None, metadata={"help": "SQLite judgment cache (default: <output_dir>.judgments.sqlite)."})
+    resume: bool = field(default=False, metadata={"help": "Continue an interrupted run: the cache must exist."})
+    dry_run: bool = field(default=False, metadata={"help": "Estimate calls, tokens, dollars and time; spend nothing."})
+    concurrency: int = field(default=64, metadata={"help": "Calls in flight at most."})
+    max_pairs: int | None = field(default=None, metadata={"help": "Judge only the first N pairs."})
+    answer_format: str = field(
+        default="score", metadata={"help": "LLM answer format.", "choices": ["score", "verdict", "logprobs"]}
+    )
+    api_base: str | None = field(default=None, metadata={"help": "OpenAI-compatible server for string judges."})
+    rpm: float | None = field(default=None, metadata={"help": "Requests per minute per LLM judge (string judges)."})
+    tpm: float | None = field(default=None, metadata={"help": "Tokens per minute per LLM judge (string judges)."})
+    timeout: float = field(default=60.0, metadata={"help": "Seconds per LLM call."})
+    max_retries: int = field(default=6, metadata={"help": "Retries per call on 429 / 5xx / timeouts."})
+    data: str | None = field(
+        default=None, metadata={"help": "Retrieval data whose qrels drive the simulated judge (default: `grades`)."}
+    )
+    data_split: str = field(default="test", metadata={"help": "Qrels split of --data."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Also upload the folder to this dataset repo."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+
+def make_parser():
+    from trl import TrlParser
+
+    return TrlParser((JudgeArguments,))
+
+
+def _qrels(args: JudgeArguments, dataset) -> dict[str, dict[str, int]] | None:
+    if args.data:
+        from ..data import load_retrieval_data
+
+        return load_retrieval_data(args.data, split=args.data_split).qrels
+    if "grades" in dataset.column_names:
+        cols = dataset.select_columns(["query_id", "doc_ids", "grades"]).to_dict()
+        return {q: dict(zip(ids, grades)) for q, ids, grades in zip(cols["query_id"], cols["doc_ids"], cols["grades"])}
+    return None
+
+
+def build_judge(args: JudgeArguments, qrels: dict | None):
+    """The judge (an ensemble when several are given) from ``--judge`` strings or YAML mappings."""
+    from ..judges import EnsembleJudge, judge_from_config
+
+    defaults: dict[str, Any] = {"answer_format": args.answer_format, "api_base": args.api_base, "rpm": args.rpm,
+                                "tpm": args.tpm, "timeout": args.timeout, "max_retries": args.max_retries}
+    judges = []
+    for spec in args.judge:
+        if isinstance(spec, str) and spec != "simulated" and not spec.startswith("pairwise:"):
+            spec = {"model": spec, **{k: v for k, v in defaults.items() if v is not None}}
+        judges.append(judge_from_config(spec, seed=args.seed, qrels=qrels))
+    return judges[0] if len(judges) == 1 else EnsembleJudge(judges, combine=args.combine)
+
+
+def main(args: JudgeArguments) -> int:
+    from ..hub import load_dataset_any
+    from ..preferences import judge_pairs, save_preference_set
+
+    if (args.candidates is None) == (args.pairs is None):
+        raise ValueError(
+            f"pass exactly one of --candidates or --pairs (got candidates={args.candidates!r}, pairs={args.pairs!r})."
+        )
+    source = args.candidates or args.pairs
+    dataset = load_dataset_any(source, split=args.split)
+    judge = build_judge(args, _qrels(args, dataset))
+    cache = args.cache or f"{str(args.output_dir).rstrip('/')}.judgments.sqlite"
+    if args.resume and not Path(cache).exists():
+        raise FileNotFoundError(f"--resume: no judgment cache at {cache}: drop --resume to start, or pass --cache.")
+    result = judge_pairs(
+        dataset, judge, degree=args.degree, seed=args.seed, cache=cache, concurrency=args.concurrency,
+        max_pairs=args.max_pairs, progress=args.progress, dry_run=args.dry_run, combine=args.combine,
+    )
+    if args.dry_run:
+        print(json.dumps(result.summary, indent=2, default=float))
+        return 0
+    save_preference_set(result, args.output_dir, judge=judge, push_to_hub=args.push_to_hub, source=str(source))
+    shown = {k: v for k, v in result.summary.items() if k != "failed_pairs"}
+    print(json.dumps(shown | {"output_dir": args.output_dir, "cache": cache}, default=float))
+    return 0 if result.summary["failed"] == 0 else 3
