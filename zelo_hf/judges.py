@@ -438,14 +438,12 @@ def _answer(response: Any) -> tuple[str | None, Any]:
 
 def combine_votes(votes: Sequence[Vote], combine: str = "mean") -> float | None:
     """One soft label from several votes (failed votes are left out); None when every vote failed."""
+    if combine not in ("mean", "median"):
+        raise ValueError(f"`combine` must be 'mean' or 'median' (got combine={combine!r}).")
     probs = [v.prob_a for v in votes if v.ok]
     if not probs:
         return None
-    if combine == "mean":
-        return float(np.mean(probs))
-    if combine == "median":
-        return float(np.median(probs))
-    raise ValueError(f"`combine` must be 'mean' or 'median' (got combine={combine!r}).")
+    return float(np.mean(probs) if combine == "mean" else np.median(probs))
 
 
 class EnsembleJudge(Judge):
