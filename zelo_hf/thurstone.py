@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import erfc, expit, log_ndtr
+from scipy.special import erfc, erfinv, expit, log_ndtr, logit
 
 __all__ = ["FitResult", "BatchFitResult", "fit_scores", "fit_scores_batched", "fit_scores_flat", "objective"]
 
@@ -103,9 +103,13 @@ class BatchFitResult:
 # ----------------------------------------------------------------------------------------------- edge terms
 def _terms_bt(d: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bradley-Terry: per-edge log-likelihood, its derivative in d, and the curvature weight -l''(d) > 0."""
-    log_f_pos = -(np.maximum(-d, 0.0) + np.log1p(np.exp(-np.abs(d))))  # log sigmoid(d), stable
     sig = expit(d)
-    ll = p * log_f_pos + (1.0 - p) * (log_f_pos - d)  # log sigmoid(-d) = log sigmoid(d) - d
+    with np.errstate(divide="ignore"):
+        log_f_pos = np.log(sig)  # log sigmoid(d); only d < -745 underflows, handled below
+    far = sig == 0.0
+    if far.any():
+        log_f_pos[far] = d[far] - np.log1p(np.exp(d[far]))
+    ll = log_f_pos - (1.0 - p) * d  # p log s(d) + (1-p) log s(-d), with log s(-d) = log s(d) - d
     return ll, p - sig, sig * (1.0 - sig)
 
 
@@ -114,23 +118,31 @@ def _terms_thurstone(d: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarr
     small tail Phi(-sqrt2 u) is computed, the large side is 1 - tail (accurate). ``p_w`` is the label's mass on
     the side that ``d`` favours. Beyond u > 25 the tail underflows, so log_ndtr takes over there."""
     u = np.abs(d)
-    sign = np.where(d >= 0, 1.0, -1.0)
-    p_w = np.where(d >= 0, p, 1.0 - p)
-    tail = 0.5 * erfc(u)
+    neg = (d < 0).astype(np.float64)
+    p_w = p + neg * (1.0 - 2.0 * p)  # p where d >= 0, else 1 - p
+    tail = erfc(u)
+    tail *= 0.5
+    big = 1.0 - tail  # in [0.5, 1]: log(big) is accurate to ~1e-17 absolute, enough for the objective
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_tail = np.log(tail)
-        log_big = np.log1p(-tail)
-        phi = np.exp(-u * u) * _INV_SQRT_2PI
-        lam_big, lam_tail = phi / (1.0 - tail), phi / tail  # inverse Mills ratios at +z and -z (z = sqrt2 u)
+        phi = np.exp(-u * u)
+        phi *= _INV_SQRT_2PI
+        lam_big, lam_tail = phi / big, phi / tail  # inverse Mills ratios at +z and -z (z = sqrt2 u)
     z = _SQRT2 * u
     far = u > _TAIL
     if far.any():
         log_tail[far] = log_ndtr(-z[far])
         lam_tail[far] = np.exp(-(u[far] ** 2) + np.log(_INV_SQRT_2PI) - log_tail[far])
-    ll = p_w * log_big + (1.0 - p_w) * log_tail
-    dl = _SQRT2 * sign * (p_w * lam_big - (1.0 - p_w) * lam_tail)
+    q_w = 1.0 - p_w
+    ll = p_w * np.log(big) + q_w * log_tail
+    dl = p_w * lam_big - q_w * lam_tail
+    dl *= _SQRT2 * (1.0 - 2.0 * neg)
     # -(d^2/dz^2) log Phi(z) = lam(z) (z + lam(z)), in (0, 1); the chain rule through z = sqrt2 d gives the 2.
-    w = 2.0 * (p_w * lam_big * (z + lam_big) + (1.0 - p_w) * np.clip(lam_tail * (lam_tail - z), 0.0, 1.0))
+    curv_tail = lam_tail * (lam_tail - z)
+    if far.any():
+        np.clip(curv_tail, 0.0, 1.0, out=curv_tail)
+    w = p_w * lam_big * (z + lam_big) + q_w * curv_tail
+    w *= 2.0
     return ll, dl, w
 
 
@@ -304,8 +316,19 @@ def _line_search(ch: _Chunk, s, step, f, slope):
     return (s_new, *ch.evaluate(s_new))
 
 
+def _warm_start(ch: _Chunk, max_cg: int) -> np.ndarray:
+    """Least-squares scores for the linearised model: differences ~ F^-1(p) (clipped), unit weights, solved
+    loosely. It saves about two Newton steps over starting from 0; Newton then finds the exact optimum."""
+    p = np.clip(ch.p, 0.03, 0.97)
+    target = erfinv(2.0 * p - 1.0) if ch.terms is _terms_thurstone else logit(p)
+    if ch.c is not None:
+        target = target - ch.c
+    rhs = ch.BT @ target
+    return _pcg(ch, np.ones(ch.m), rhs, 1e-2 * np.sqrt(ch.seg(rhs * rhs)), max_cg)
+
+
 def _newton(ch: _Chunk, tol: float, max_iter: int, max_cg: int):
-    s = np.zeros(ch.n)
+    s = _warm_start(ch, max_cg)
     ll, dl, w, f = ch.evaluate(s)
     iterations = np.zeros(ch.q, dtype=np.int64)
     for _ in range(max_iter + 1):
@@ -318,7 +341,8 @@ def _newton(ch: _Chunk, tol: float, max_iter: int, max_cg: int):
         g_todo = np.where(np.repeat(todo, ch.sizes), g, 0.0)
         gnorm = np.sqrt(ch.seg(g_todo * g_todo))
         # Inexact Newton: loose solves far from the optimum, tight ones near it (superlinear convergence).
-        target = np.minimum(0.1, gnorm) * gnorm
+        # A residual below tol already meets the stopping rule: never solve tighter than that.
+        target = np.maximum(np.minimum(0.1, gnorm) * gnorm, 0.3 * tol)
         step = _pcg(ch, w, g_todo, target, max_cg)
         s, ll, dl, w, f = _line_search(ch, s, step, f, ch.seg(g_todo * step))
     return s, w, ll, iterations, gmax
@@ -351,8 +375,22 @@ def _standard_errors(ch: _Chunk, w: np.ndarray, block: int = 256) -> np.ndarray:
             hess = np.bincount(idx, vals, minlength=len(qs) * n * n).reshape(len(qs), n, n)
             hess[:, np.arange(n), np.arange(n)] += ch.prec
             items = (ch.starts[qs][:, None] + np.arange(n)).ravel()
-            se[items] = np.sqrt(np.diagonal(np.linalg.inv(hess), axis1=1, axis2=2)).ravel()
+            se[items] = np.sqrt(_inverse_diagonals(hess)).ravel()
     return se
+
+
+def _inverse_diagonals(hess: np.ndarray) -> np.ndarray:
+    """``diag(H^-1)`` for a stack of SPD matrices: LAPACK Cholesky + Cholesky-inverse (dpotrf / dpotri), about
+    2.5x cheaper than a general inverse."""
+    from scipy.linalg import lapack
+
+    out = np.empty(hess.shape[:2])
+    for k, h in enumerate(hess):
+        chol, info = lapack.dpotrf(h, lower=1)
+        if info == 0:
+            inv, info = lapack.dpotri(chol, lower=1)
+        out[k] = np.diag(inv) if info == 0 else np.diag(np.linalg.inv(h))
+    return out
 
 
 def _fit_chunk(args) -> dict[str, np.ndarray]:
@@ -426,7 +464,9 @@ def fit_scores_flat(
     if edge_offset is not None:
         edge_offset = np.asarray(edge_offset, dtype=np.float64).reshape(-1)
         if len(edge_offset) != len(edges) or not np.isfinite(edge_offset).all():
-            raise ValueError(f"`edge_offset` must hold {len(edges)} finite values, one per edge (got {len(edge_offset)}).")
+            raise ValueError(
+                f"`edge_offset` must hold {len(edges)} finite values, one per edge (got {len(edge_offset)})."
+            )
     jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, chunk_size, opts))
     workers = min(len(jobs), num_threads or min(4, os.cpu_count() or 1))
     if workers > 1:
