@@ -33,7 +33,7 @@ class PairwiseConfig(RerankerArgsMixin, TrainingArguments):
 
     Defaults that differ from `TrainingArguments`: `learning_rate=2e-5`, `logging_steps=10`,
     `bf16=None` (on when CUDA supports bf16), `remove_unused_columns=False` (the collator reads the text columns),
-    `label_names=["labels"]`, `report_to="none"`.
+    `label_names=["labels"]`.
     """
 
     symmetrize: bool = field(
@@ -47,7 +47,6 @@ class PairwiseConfig(RerankerArgsMixin, TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
     )
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to report to."})
 
     def __post_init__(self):
         self._post_init_reranker()

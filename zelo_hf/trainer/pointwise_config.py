@@ -40,7 +40,7 @@ class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
 
     Defaults that differ from `TrainingArguments`: `learning_rate=2e-5`, `logging_steps=10`,
     `bf16=None` (on when CUDA supports bf16), `remove_unused_columns=False`,
-    `label_names=["labels", "query_index"]` (per-query eval metrics), `report_to="none"`.
+    `label_names=["labels", "query_index"]` (per-query eval metrics).
     """
 
     loss_type: str = field(
@@ -63,7 +63,6 @@ class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
     )
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to report to."})
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:

@@ -28,9 +28,9 @@ class RerankerArgsMixin:
     )
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per input; only documents are truncated."})
     max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
-    model_init_kwargs: dict[str, Any] | str | None = field(
+    model_init_kwargs: dict | str | None = field(
         default=None,
-        metadata={"help": "Keyword arguments for `from_pretrained` when the model is given as a name (dtype, ...)."},
+        metadata={"help": "Keyword arguments (a dict, or a JSON string on the command line) for `from_pretrained` when the model is a name, e.g. '{\"dtype\": \"bfloat16\"}'."},
     )
     merge_lora: bool = field(
         default=False,
@@ -269,11 +269,22 @@ class RerankerTrainer(_import_trainer()):
         """No-op: checkpoints stay local; the final model is uploaded once by :meth:`push_to_hub`."""
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save weights + tokenizer; the final save also writes the CrossEncoder files, the card, the merge."""
-        super().save_model(output_dir, _internal_call)
-        if _internal_call or not self.args.should_save:
+        """Save weights + tokenizer; the final save also writes the CrossEncoder files, the card, the merge.
+
+        With ``push_to_hub``, the Trainer's own push from inside ``save_model`` is deferred until the folder is
+        complete, then done once with ``push_folder``.
+        """
+        self._in_save, self._push_pending = True, False
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            self._in_save = False
+        if _internal_call:
             return
-        self._finalize_folder(output_dir or self.args.output_dir)
+        if self.args.should_save:
+            self._finalize_folder(output_dir or self.args.output_dir)
+        if self._push_pending:
+            self._last_push = self._push_folder(output_dir or self.args.output_dir)
 
     def _finalize_folder(self, output_dir: str) -> None:
         import json
@@ -329,8 +340,11 @@ class RerankerTrainer(_import_trainer()):
                 "tags": ["zelo", "reranker", "cross-encoder", self._task]}
         if base and not base.startswith(("/", ".")):
             data["base_model"] = base
-        if getattr(self, "dataset_name", None):
-            data["datasets"] = [self.dataset_name]
+        from pathlib import Path
+
+        name = getattr(self, "dataset_name", None)
+        if name and not Path(name).exists():  # a Hub id, not a local path
+            data["datasets"] = [name]
         return data
 
     def _last_eval_metrics(self) -> dict[str, float]:
@@ -341,14 +355,23 @@ class RerankerTrainer(_import_trainer()):
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
                     revision: str | None = None, **kwargs) -> str | None:
-        """Save the final folder (weights, CrossEncoder files, card) and upload it with ``push_folder``."""
+        """Save the final folder (weights, CrossEncoder files, card) and upload it once with ``push_folder``."""
+        if getattr(self, "_in_save", False):  # called by Trainer.save_model: push once the folder is complete
+            self._push_pending = True
+            return None
+        self.save_model(self.args.output_dir)
+        if not self._push_pending:
+            self._last_push = self._push_folder(self.args.output_dir, commit_message, revision)
+        return self._last_push
+
+    def _push_folder(self, folder: str, commit_message: str | None = None, revision: str | None = None) -> str | None:
         from pathlib import Path
 
-        from ..hub import push_folder
+        from .. import hub
 
-        self.save_model(self.args.output_dir)
+        self._push_pending = False
         if not self.is_world_process_zero():
             return None
-        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
-        return push_folder(self.args.output_dir, repo_id, repo_type="model", private=self.args.hub_private_repo,
-                           commit_message=commit_message or "Upload with zelo-hf", revision=revision)
+        repo_id = self.args.hub_model_id or Path(folder).name
+        return hub.push_folder(folder, repo_id, repo_type="model", private=self.args.hub_private_repo,
+                               commit_message=commit_message or "Upload with zelo-hf", revision=revision)

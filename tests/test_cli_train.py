@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import Dataset
+
+from zelo_hf import cli
+from zelo_hf.commands import train_pairwise, train_pointwise
+
+from test_pairwise_trainer import preference_rows
+from test_pointwise_trainer import toy_rows
+
+
+def test_train_pointwise_yaml_with_flag_override_and_push(tmp_path, tiny_bert_path, monkeypatch):
+    Dataset.from_dict(toy_rows()).to_parquet(str(tmp_path / "labels.parquet"))
+    (tmp_path / "cfg.yaml").write_text(
+        f"dataset_name: {tmp_path / 'labels.parquet'}\nmodel_name_or_path: {tiny_bert_path}\n"
+        f"output_dir: {tmp_path / 'out'}\nmax_steps: 50\nper_device_train_batch_size: 8\nlearning_rate: 0.005\n"
+        "max_length: 48\nmax_query_length: 16\nuse_cpu: true\nsave_strategy: 'no'\ndisable_tqdm: true\n"
+        "push_to_hub: true\nhub_model_id: me/tiny-reranker\n"
+    )
+    pushed = []
+    monkeypatch.setattr("zelo_hf.hub.push_folder", lambda folder, repo_id, **kw: pushed.append((folder, repo_id, kw)))
+    parser = train_pointwise.make_parser()
+    script, args, model_args = parser.parse_args_and_config(["--config", str(tmp_path / "cfg.yaml"), "--max_steps", "3"])
+    assert args.max_steps == 3 and args.learning_rate == 0.005
+    assert cli.main(["train-pointwise", "--config", str(tmp_path / "cfg.yaml"), "--max_steps", "3"]) == 0
+    assert len(pushed) == 1 and pushed[0][1] == "me/tiny-reranker" and pushed[0][2]["repo_type"] == "model"
+    out = tmp_path / "out"
+    assert json.loads((out / "config.json").read_text())["sentence_transformers"]["activation_fn"].endswith("Identity")
+    card = (out / "README.md").read_text()
+    assert "Produced by" in card and "library_name: sentence-transformers" in card and "datasets:" not in card
+
+
+def test_train_pairwise_main_with_lora(tmp_path, tiny_bert_path):
+    Dataset.from_dict(preference_rows()).to_json(str(tmp_path / "prefs.jsonl"))
+    parser = train_pairwise.make_parser()
+    script, args, model_args = parser.parse_args_and_config([
+        "--dataset_name", str(tmp_path / "prefs.jsonl"), "--model_name_or_path", tiny_bert_path,
+        "--output_dir", str(tmp_path / "judge"), "--max_steps", "2", "--use_cpu", "--save_strategy", "no",
+        "--use_peft", "--lora_r", "4", "--lora_target_modules", "query", "value", "--max_length", "64",
+        "--max_query_length", "16", "--disable_tqdm", "true",
+    ])
+    trainer = train_pairwise.main(script, args, model_args)
+    assert len(trainer.train_dataset) == 32
+    assert (tmp_path / "judge" / "adapter_config.json").is_file()
+    assert "classifier" in json.loads((tmp_path / "judge" / "adapter_config.json").read_text())["modules_to_save"]
+
+
+def test_cli_errors(tmp_path, tiny_bert_path):
+    parser = train_pointwise.make_parser()
+    script, args, model_args = parser.parse_args_and_config(
+        ["--model_name_or_path", tiny_bert_path, "--output_dir", str(tmp_path)]
+    )
+    with pytest.raises(ValueError, match="`dataset_name` is required"):
+        train_pointwise.main(script, args, model_args)
+    with pytest.raises(ValueError, match="`column_map` must look like"):
+        train_pointwise.parse_column_map("query")
+    assert train_pointwise.parse_column_map("question:query, passage:doc") == {"question": "query", "passage": "doc"}

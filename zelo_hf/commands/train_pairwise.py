@@ -1,0 +1,29 @@
+"""``zelo train-pairwise``: distil the LLM judges into a small pairwise model (BCE on soft ``prob_a``).
+
+    zelo train-pairwise --dataset_name outputs/preferences --model_name_or_path cross-encoder/ms-marco-MiniLM-L6-v2 \\
+        --output_dir outputs/pairwise --num_train_epochs 2
+    zelo train-pairwise --config recipes/configs/pairwise.yaml --learning_rate 3e-5   # YAML + flag overrides
+"""
+
+from __future__ import annotations
+
+from .train_pointwise import TrainScriptArguments, run
+
+HELP = "Train the pairwise small model (BCE on soft labels) on a preference set."
+
+__all__ = ["TrainScriptArguments", "make_parser", "main"]
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from ..trainer.pairwise_config import PairwiseConfig
+
+    return TrlParser((TrainScriptArguments, PairwiseConfig, ModelConfig))
+
+
+def main(script_args, training_args, model_args):
+    """Train a :class:`~zelo_hf.trainer.PairwiseTrainer`; also importable by recipes."""
+    from ..trainer.pairwise_trainer import PairwiseTrainer
+
+    return run(PairwiseTrainer, script_args, training_args, model_args)

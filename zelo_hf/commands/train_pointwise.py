@@ -1,0 +1,108 @@
+"""``zelo train-pointwise``: train the pointwise reranker on a label set (MSE on calibrated zELO scores).
+
+    zelo train-pointwise --dataset_name outputs/labels-flat --model_name_or_path Qwen/Qwen3-0.6B --head causal \\
+        --use_peft --lora_r 16 --output_dir outputs/reranker
+    zelo train-pointwise --config recipes/configs/zerank.yaml --learning_rate 1e-5   # YAML + flag overrides
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HELP = "Train the pointwise reranker (MSE on calibrated scores) on a label set."
+
+
+@dataclass
+class TrainScriptArguments:
+    """Where the training data comes from and which columns hold the fields the trainer reads."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset id, local folder (save_dataset_folder) or .parquet/.jsonl file."}
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str | None = field(
+        default=None, metadata={"help": "Split of `dataset_name` to evaluate on (or use eval_dataset_name)."}
+    )
+    eval_dataset_name: str | None = field(default=None, metadata={"help": "A separate evaluation dataset."})
+    column_map: str | None = field(
+        default=None,
+        metadata={"help": "Rename columns to the trainer's names, e.g. 'question:query,passage:doc,grade:label'."},
+    )
+
+
+def parse_column_map(value: str | None) -> dict[str, str]:
+    """``'a:b,c:d'`` -> ``{"a": "b", "c": "d"}``."""
+    if not value:
+        return {}
+    pairs = [item.split(":") for item in value.split(",") if item.strip()]
+    if any(len(p) != 2 or not all(s.strip() for s in p) for p in pairs):
+        raise ValueError(f"`column_map` must look like 'old:new,old2:new2' (got column_map={value!r}).")
+    return {old.strip(): new.strip() for old, new in pairs}
+
+
+def load_splits(script_args, training_args):
+    """Train and (optional) eval datasets, with ``column_map`` applied."""
+    from ..hub import load_dataset_any
+
+    if not script_args.dataset_name:
+        raise ValueError("`dataset_name` is required: pass --dataset_name <hub id | folder | file.parquet>.")
+    rename = parse_column_map(script_args.column_map)
+    train = load_dataset_any(script_args.dataset_name, split=script_args.dataset_train_split)
+    evaluation = None
+    if script_args.eval_dataset_name:
+        evaluation = load_dataset_any(script_args.eval_dataset_name, split=script_args.dataset_test_split or "train")
+    elif script_args.dataset_test_split:
+        evaluation = load_dataset_any(script_args.dataset_name, split=script_args.dataset_test_split)
+    if evaluation is None and training_args.eval_strategy != "no":
+        raise ValueError(f"`eval_strategy={training_args.eval_strategy}` needs an eval set: pass --dataset_test_split "
+                         "or --eval_dataset_name, or --eval_strategy no.")
+    rename_fn = (lambda ds: ds.rename_columns({k: v for k, v in rename.items() if k in ds.column_names}))
+    return rename_fn(train), (rename_fn(evaluation) if evaluation is not None else None)
+
+
+def model_init_kwargs(model_args, training_args) -> None:
+    """Fold TRL's ModelConfig (dtype, attention, revision) into ``training_args.model_init_kwargs``."""
+    kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
+              "attn_implementation": model_args.attn_implementation}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None and v != "main"}
+    if isinstance(training_args.model_init_kwargs, dict):
+        kwargs.update(training_args.model_init_kwargs)
+    training_args.model_init_kwargs = kwargs or training_args.model_init_kwargs
+
+
+def run(trainer_cls, script_args, training_args, model_args):
+    """Shared body of both train commands: load, train, save (card + CrossEncoder files), push."""
+    from ..trainer.utils import lora_config_from_model_args
+
+    if not model_args.model_name_or_path:
+        raise ValueError("`model_name_or_path` is required: pass --model_name_or_path <hub id | folder>.")
+    model_init_kwargs(model_args, training_args)
+    train, evaluation = load_splits(script_args, training_args)
+    trainer = trainer_cls(
+        model_args.model_name_or_path, args=training_args, train_dataset=train, eval_dataset=evaluation,
+        peft_config=lora_config_from_model_args(model_args), dataset_name=script_args.dataset_name,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if evaluation is not None:
+        trainer.evaluate()
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    if training_args.push_to_hub:
+        url = trainer.push_to_hub()
+        trainer.accelerator.print(f"Pushed to {url}.")
+    return trainer
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from ..trainer.pointwise_config import PointwiseConfig
+
+    return TrlParser((TrainScriptArguments, PointwiseConfig, ModelConfig))
+
+
+def main(script_args, training_args, model_args):
+    """Train a :class:`~zelo_hf.trainer.PointwiseTrainer`; also importable by recipes."""
+    from ..trainer.pointwise_trainer import PointwiseTrainer
+
+    return run(PointwiseTrainer, script_args, training_args, model_args)
