@@ -161,7 +161,7 @@ def base_model_path(name_or_path: str | None) -> str:
 def _candidates(data, depth: int, folder: Path):
     from zelo_hf.candidates import bm25_candidates
 
-    return _cached_dataset(folder, lambda: bm25_candidates(data, top_k=depth))
+    return _cached_dataset(folder, lambda: bm25_candidates(data, k=depth))
 
 
 # ---------------------------------------------------------------------------------------------------- zELO labels
@@ -262,6 +262,7 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     from transformers import set_seed
 
     from zelo_hf.evaluation import evaluate_reranker
+    from zelo_hf.modeling import score_pairs
     from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
     set_seed(seed)  # also seeds the fresh scoring head
@@ -274,7 +275,7 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # a float < 1 is a ratio of the total steps (transformers 5)
         max_length=args.max_length,
         max_query_length=args.max_query_length,
         seed=seed,
@@ -292,10 +293,10 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     result = trainer.train()
     train_seconds = time.perf_counter() - started
     model, tokenizer = trainer.model.eval(), trainer.processing_class
+    # scored exactly as training saw the inputs (same max_length and query budget)
+    scorer = partial(score_pairs, model, tokenizer, max_length=args.max_length, max_query_length=args.max_query_length)
     started = time.perf_counter()
-    metrics = evaluate_reranker(
-        eval_candidates, qrels, scorer=(model, tokenizer), batch_size=args.eval_batch_size, max_length=args.max_length
-    )
+    metrics = evaluate_reranker(eval_candidates, qrels, scorer=scorer, batch_size=args.eval_batch_size)
     record = {
         "arm": arm,
         "seed": seed,

@@ -60,7 +60,6 @@ class EvaluateArguments:
 
 def _local(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from zelo_hf.candidates import bm25_candidates
-
     from zelo_hf.data import load_retrieval_data
     from zelo_hf.evaluation import (
         evaluate_reranker,
@@ -75,7 +74,7 @@ def _local(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[str, Any
     data = load_retrieval_data(args.data, args.split)
     query_ids = sorted(q for q in data.qrels if q in data.queries)[: args.num_queries]
     data = data.subset(query_ids)
-    candidates = bm25_candidates(data, top_k=args.depth)
+    candidates = bm25_candidates(data, k=args.depth)
     name = Path(str(args.data)).name
     rows = [
         result_row(
@@ -108,8 +107,8 @@ def _mteb_by_name(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[s
     """An MTEB task by name: bi-encoders retrieve from the full corpus, cross-encoders rerank a BM25 top-k."""
     import mteb
     from sentence_transformers import CrossEncoder
-    from zelo_hf.candidates import bm25_candidates
 
+    from zelo_hf.candidates import bm25_candidates
     from zelo_hf.evaluation import add_first_stage, load_scorer, mteb_metrics, retrieval_data_from_mteb, run_mteb
 
     model = load_scorer(args.model, kind=args.kind, max_length=args.max_length)
@@ -117,7 +116,7 @@ def _mteb_by_name(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[s
     first_stage = None
     if isinstance(model, CrossEncoder):
         data = retrieval_data_from_mteb(task, args.split)
-        add_first_stage(task, bm25_candidates(data, top_k=args.depth), args.split)
+        add_first_stage(task, bm25_candidates(data, k=args.depth), args.split)
         first_stage = f"{args.first_stage}@{args.depth}"
     scores = run_mteb(model, task, split=args.split, batch_size=args.batch_size)
     row = {"model": args.model, "dataset": args.mteb_task, "split": args.split, **mteb_metrics(scores, args.metrics)}

@@ -189,8 +189,13 @@ def _bi_encoder_fn(model, batch_size: int) -> ScoreFn:
 def _reranker_fn(model, tokenizer, batch_size: int, max_length: int | None) -> ScoreFn:
     from .modeling import score_pairs
 
+    # the trainers' default query budget (64 tokens), kept below a short max_length
+    max_query_length = 64 if max_length is None else min(64, max_length // 2)
+
     def score(queries: list[str], docs: list[str]) -> np.ndarray:
-        out = score_pairs(model, tokenizer, list(queries), list(docs), batch_size=batch_size, max_length=max_length)
+        out = score_pairs(
+            model, tokenizer, list(queries), list(docs), batch_size, max_length, max_query_length=max_query_length
+        )
         return np.asarray(out, dtype=np.float64)
 
     return score
