@@ -85,11 +85,12 @@ def run(trainer_cls, script_args, training_args, model_args):
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if evaluation is not None:
         trainer.evaluate()
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
-    if training_args.push_to_hub:
+    if training_args.push_to_hub:  # saves the folder (weights, CrossEncoder files, card), then uploads it once
         url = trainer.push_to_hub()
-        trainer.accelerator.print(f"Pushed to {url}.")
+        trainer.accelerator.print(f"Model saved to {training_args.output_dir} and pushed: {url}")
+    else:
+        trainer.save_model(training_args.output_dir)
+        trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     return trainer
 
 

@@ -359,8 +359,9 @@ class RerankerTrainer(_import_trainer()):
         if getattr(self, "_in_save", False):  # called by Trainer.save_model: push once the folder is complete
             self._push_pending = True
             return None
-        self.save_model(self.args.output_dir)
-        if not self._push_pending:
+        self._pushed = False
+        self.save_model(self.args.output_dir)  # pushes itself when args.push_to_hub (Trainer.save_model's hook)
+        if not self._pushed:
             self._last_push = self._push_folder(self.args.output_dir, commit_message, revision)
         return self._last_push
 
@@ -369,7 +370,7 @@ class RerankerTrainer(_import_trainer()):
 
         from .. import hub
 
-        self._push_pending = False
+        self._push_pending, self._pushed = False, True
         if not self.is_world_process_zero():
             return None
         repo_id = self.args.hub_model_id or Path(folder).name
