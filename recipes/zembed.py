@@ -19,7 +19,7 @@ from zelo_hf.evaluation import results_to_markdown
 def main(script_args: DistillArguments, training_args: SentenceTransformerTrainingArguments, model_args: ModelConfig):
     """Distil, evaluate, save (and push); prints the before/after table on the main process."""
     result = run_zembed(script_args, training_args, model_args)
-    if training_args.is_world_process_zero():
+    if training_args.process_index == 0:
         print(results_to_markdown(result["rows"], columns=["model", "ndcg@10", "recall@100", "mrr@10", "queries"]))
         print(f"saved to {result['output_dir']}")
     return result

@@ -189,8 +189,8 @@ def zembed_candidates(args: DistillArguments):
     train_ids = select_queries(train_data, args.num_train_queries, args.query_seed)
     same = eval_name == args.dataset_name and args.eval_split == args.dataset_split
     eval_ids = select_queries(eval_data, args.num_eval_queries, args.query_seed + 2, set(train_ids) if same else set())
-    train = bm25_candidates(train_data.subset(train_ids), top_k=args.top_k)
-    evaluation = bm25_candidates(eval_data.subset(eval_ids), top_k=args.eval_top_k)
+    train = bm25_candidates(train_data, k=args.top_k, query_ids=train_ids)
+    evaluation = bm25_candidates(eval_data, k=args.eval_top_k, query_ids=eval_ids)
     return train, evaluation, eval_data.qrels
 
 
@@ -226,7 +226,7 @@ def run_zembed(args: DistillArguments, training_args, model_args) -> dict[str, A
     output_dir = Path(training_args.output_dir) / "model"
     student.save(str(output_dir))
     save_zembed_card(output_dir, args, training_args, model_args, rows, len(dataset), len(train), len(evaluation))
-    if training_args.push_to_hub and training_args.is_world_process_zero():
+    if training_args.push_to_hub and training_args.process_index == 0:
         from .hub import push_folder
 
         if not training_args.hub_model_id:

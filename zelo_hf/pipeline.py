@@ -335,17 +335,17 @@ def plan_queries(args: ZerankArguments, train_data, eval_data) -> QueryPlan:
 
 
 def build_candidates(args: ZerankArguments, data, query_ids: list[str], top_k: int):
-    """First-stage candidate set (design.md schema) of ``query_ids`` with ``grades`` from the split's qrels."""
+    """First-stage candidate set (design.md schema, with ``grades`` from the split's qrels) of ``query_ids``."""
     from . import candidates as first_stage
 
-    sub = data.subset(query_ids)
     if args.first_stage == "bm25":
-        return first_stage.bm25_candidates(sub, top_k=top_k)
+        return first_stage.bm25_candidates(data, k=top_k, query_ids=query_ids)
     model = resolve_model_name(args.first_stage_model)
-    dense = first_stage.embedder_candidates(sub, model, top_k=top_k)
+    dense = first_stage.embedder_candidates(data, model, k=top_k, query_ids=query_ids)
     if args.first_stage == "embedder":
         return dense
-    return first_stage.reciprocal_rank_fusion([first_stage.bm25_candidates(sub, top_k=top_k), dense], top_k=top_k)
+    sparse = first_stage.bm25_candidates(data, k=top_k, query_ids=query_ids)
+    return first_stage.reciprocal_rank_fusion([sparse, dense], k=top_k)
 
 
 def build_judge(args: ZerankArguments, qrels: dict[str, dict[str, int]]):
@@ -411,9 +411,11 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 def _sub_config(config, cls, output_dir: Path, **overrides: Any):
     """A trainer config of class ``cls`` sharing ``config``'s common settings (device, precision, seed, logging)."""
     shared = ("seed", "bf16", "fp16", "use_cpu", "report_to", "logging_steps", "dataloader_num_workers", "head",
-              "max_query_length", "gradient_checkpointing", "gradient_accumulation_steps", "lr_scheduler_type",
-              "warmup_steps", "weight_decay", "model_init_kwargs", "disable_tqdm", "ddp_backend")
+              "max_query_length", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay",
+              "model_init_kwargs", "disable_tqdm", "ddp_backend")
     kwargs = {name: getattr(config, name) for name in shared if hasattr(config, name)}
+    if getattr(config, "gradient_checkpointing", False):
+        kwargs["gradient_checkpointing"] = True
     kwargs.update(output_dir=str(output_dir), save_strategy="no", push_to_hub=False, **overrides)
     return cls(**kwargs)
 
@@ -441,7 +443,7 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
     )
     result = trainer.train()
     trainer.save_model(str(stage_dir / "model"))
-    return {"train_loss": result.training_loss, "steps": result.global_step, "rows": len(preferences)}
+    return {"rows": len(preferences), **_training_summary(trainer, result)}
 
 
 def stage_pairwise_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
@@ -498,10 +500,18 @@ def stage_pointwise(args: ZerankArguments, training_args, model_args, output_dir
     )
     result = trainer.train()
     trainer.save_model(str(stage_dir / "model"))
-    return {"train_loss": result.training_loss, "steps": result.global_step, "rows": len(train)}
+    return {"rows": len(train), **_training_summary(trainer, result)}
 
 
-def reranker_score_fn(model_path: str, batch_size: int, max_length: int | None = None, seed: int = 0):
+def _training_summary(trainer, result) -> dict[str, Any]:
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"train_loss": result.training_loss, "steps": result.global_step,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+
+
+def reranker_score_fn(
+    model_path: str, batch_size: int, max_length: int | None = None, max_query_length: int = 64, seed: int = 0
+):
     """``fn(queries, docs) -> scores`` of a reranker folder or name, scored the way training saw it.
 
     ``seed`` fixes the initialisation of a fresh scoring head (an untrained base model), so "before" is reproducible.
@@ -516,7 +526,9 @@ def reranker_score_fn(model_path: str, batch_size: int, max_length: int | None =
         model = model.to("cuda")
 
     def score(queries: list[str], docs: list[str]):
-        return score_pairs(model, tokenizer, list(queries), list(docs), batch_size=batch_size, max_length=max_length)
+        return score_pairs(
+            model, tokenizer, list(queries), list(docs), batch_size, max_length, max_query_length=max_query_length
+        )
 
     return score
 
@@ -531,13 +543,14 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
     candidates = load_split(output_dir / "candidates", "eval")
     eval_name = args.eval_dataset_name or args.dataset_name
     qrels = load_retrieval_data(eval_name, args.eval_split).qrels
-    max_length = args.eval_max_length or getattr(training_args, "max_length", None)
+    lengths = {"max_length": args.eval_max_length or training_args.max_length,
+               "max_query_length": training_args.max_query_length}
     systems: list[tuple[str, Any]] = [(args.first_stage, None)]
     if args.evaluate_base_model:
         base = resolve_model_name(model_args.model_name_or_path)
-        systems.append(("base model", reranker_score_fn(base, args.eval_batch_size, max_length, training_args.seed)))
+        systems.append(("base model", reranker_score_fn(base, args.eval_batch_size, seed=training_args.seed, **lengths)))
     trained = str(output_dir / "pointwise" / "model")
-    systems.append(("zELO reranker", reranker_score_fn(trained, args.eval_batch_size, max_length)))
+    systems.append(("zELO reranker", reranker_score_fn(trained, args.eval_batch_size, **lengths)))
     rows, runs = [], {}
     for name, scorer in systems:
         result = evaluate_reranker(candidates, qrels, scorer=scorer, batch_size=10**9, return_run=True)

@@ -1,0 +1,211 @@
+"""The recipes end to end, in-process, with a tiny BERT and a few Cranfield queries (offline, CPU, seconds).
+
+One module-scoped run of ``recipes/zerank.py`` (every stage, the pairwise stage included) feeds the tests: its
+artifacts, a rerun that must skip everything (the judge is not called again), changed settings that must rerun
+exactly the affected stages, the push stage, and the zembed / pairwise recipes on its outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+STAGES = ["candidates", "preferences", "pairwise", "pairwise_preferences", "labels", "calibration", "pointwise",
+          "evaluation"]
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def zerank_args(model_path: str, output_dir: Path, *flags: str):
+    """Parse tiny settings through the recipe's own parser (as `accelerate launch recipes/zerank.py ...` would)."""
+    argv = [
+        "--dataset_name", "cranfield", "--dataset_split", "test", "--eval_split", "test",
+        "--num_train_queries", "6", "--num_pairwise_queries", "3", "--num_eval_queries", "4",
+        "--top_k", "6", "--eval_top_k", "8", "--graph_degree", "2", "--calibration_cycles", "1",
+        "--pairwise_model_name_or_path", model_path, "--pairwise_max_length", "96",
+        "--pairwise_per_device_train_batch_size", "8", "--pairwise_learning_rate", "1e-3", "--eval_batch_size", "16",
+        "--model_name_or_path", model_path, "--output_dir", str(output_dir),
+        "--max_length", "64", "--max_query_length", "16", "--num_train_epochs", "2",
+        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--logging_steps", "1",
+        "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--seed", "0",
+        "--target_transform", "standardize", *flags,
+    ]  # fmt: skip
+    return load_recipe("zerank").make_parser().parse_args_and_config(argv)
+
+
+class JudgeSpy:
+    """Counts the simulated judge's votes (wraps the real judge_batch)."""
+
+    def __init__(self, monkeypatch):
+        from zelo_hf.judges import SimulatedJudge
+
+        self.votes = 0
+        real = SimulatedJudge.judge_batch
+
+        def spy(judge, comparisons):
+            self.votes += len(comparisons)
+            return real(judge, comparisons)
+
+        monkeypatch.setattr(SimulatedJudge, "judge_batch", spy)
+
+
+def markers(output_dir: Path) -> dict[str, str]:
+    return {p.parent.name: p.read_text() for p in sorted(output_dir.glob("*/_COMPLETE.json"))}
+
+
+@pytest.fixture(scope="module")
+def zerank_run(tiny_bert_path, tmp_path_factory):
+    """One full run of the zerank recipe; returns (output_dir, result, judge votes)."""
+    output_dir = tmp_path_factory.mktemp("zerank") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        spy = JudgeSpy(mp)
+        result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir))
+    return output_dir, result, spy.votes
+
+
+def test_zerank_writes_every_stage_artifact(zerank_run):
+    from datasets import load_dataset
+
+    from zelo_hf.pipeline import load_split
+
+    output_dir, result, votes = zerank_run
+    assert result["ran"] == STAGES and result["skipped"] == []
+    assert sorted(markers(output_dir)) == sorted(STAGES)
+    assert votes > 0
+    cands = {s: load_split(output_dir / "candidates", s) for s in ("train", "pairwise", "eval")}
+    assert [len(c) for c in cands.values()] == [6, 3, 4]
+    assert all(len(d) == 6 for d in cands["train"]["doc_ids"]) and all(len(d) == 8 for d in cands["eval"]["doc_ids"])
+    assert not set(cands["train"]["query_id"]) & set(cands["eval"]["query_id"])
+    # preference sets: a degree-2 graph over 6 documents has 6 edges per query
+    prefs = load_dataset(str(output_dir / "preferences"), split="train")
+    assert len(prefs) == 6 * 6 and {"prob_a", "votes", "doc_a_id"} <= set(prefs.column_names)
+    assert "zelo" in (output_dir / "preferences" / "README.md").read_text()
+    assert len(load_split(output_dir / "pairwise_preferences", "train")) == 3 * 6
+    assert (output_dir / "pairwise" / "model" / "config.json").exists()
+    labels = load_split(output_dir / "labels", "train")
+    assert len(labels) == 9 and all(np.isfinite(e).all() for e in labels["elo"])  # 6 judged + 3 pairwise queries
+    calibrated = load_split(output_dir / "calibration", "train")
+    for row in calibrated:
+        assert np.allclose(row["score"], np.asarray(row["elo"]) + row["offset"])
+    assert (output_dir / "calibration" / "README.md").exists()
+    assert (output_dir / "pointwise" / "model" / "README.md").exists()
+
+
+def test_zerank_reports_before_and_after(zerank_run):
+    output_dir, result, _ = zerank_run
+    rows = result["rows"]
+    assert [r["model"] for r in rows] == ["bm25", "base model", "zELO reranker"]
+    for row in rows:
+        assert row["queries"] == 4 and 0.0 <= row["ndcg@10"] <= 1.0 and 0.0 <= row["mrr@10"] <= 1.0
+    assert rows[0]["recall@100"] == pytest.approx(rows[2]["recall@100"])  # reranking keeps the candidate set
+    saved = json.loads((output_dir / "evaluation" / "results.json").read_text())
+    assert saved["rows"] == rows
+    assert "| zELO reranker |" in (output_dir / "evaluation" / "results.md").read_text()
+    for png in ("score_distributions.png", "metrics.png"):
+        assert (output_dir / "evaluation" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_trained_reranker_learned_the_labels(zerank_run):
+    """The tiny reranker's training loss fell (the pointwise stage's summary comes from the trainer)."""
+    output_dir, _, _ = zerank_run
+    marker = json.loads((output_dir / "pointwise" / "_COMPLETE.json").read_text())
+    summary = marker["summary"]
+    assert summary["rows"] == 9 * 6 and summary["steps"] > 0
+    assert summary["last_loss"] < summary["first_loss"]
+
+
+def test_rerun_skips_everything_and_judges_nothing(zerank_run, tiny_bert_path, monkeypatch):
+    output_dir, first, _ = zerank_run
+    before = markers(output_dir)
+    spy = JudgeSpy(monkeypatch)
+    result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir))
+    assert spy.votes == 0
+    assert result["ran"] == [] and result["skipped"] == STAGES
+    assert markers(output_dir) == before
+    assert result["rows"] == first["rows"]
+
+
+def test_changed_settings_rerun_only_the_affected_stages(zerank_run, tiny_bert_path, monkeypatch):
+    output_dir, _, _ = zerank_run
+    before = markers(output_dir)
+    spy = JudgeSpy(monkeypatch)
+    result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, "--learning_rate", "5e-4"))
+    assert spy.votes == 0 and result["ran"] == ["pointwise", "evaluation"]
+    after = markers(output_dir)
+    assert {k for k in after if after[k] != before[k]} == {"pointwise", "evaluation"}
+    # calibration changes: new cross-query pairs are judged, labels/preferences stay
+    result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, "--learning_rate", "5e-4",
+                                                     "--calibration_cycles", "2"))
+    assert result["ran"] == ["calibration", "pointwise", "evaluation"] and spy.votes > 0
+
+
+def test_push_stage_uploads_every_artifact_once(zerank_run, tiny_bert_path, monkeypatch):
+    import zelo_hf.hub
+
+    output_dir, _, _ = zerank_run
+    calls = []
+    monkeypatch.setattr(zelo_hf.hub, "push_folder", lambda folder, repo_id, **kw: calls.append((Path(folder), repo_id,
+                                                                                               kw["repo_type"])))
+    flags = ["--learning_rate", "5e-4", "--calibration_cycles", "2", "--push_to_hub", "true", "--hub_model_id",
+             "me/zerank-tiny", "--preference_set_repo_id", "me/prefs", "--label_set_repo_id", "me/labels",
+             "--pairwise_model_repo_id", "me/pairwise"]
+    result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, *flags))
+    assert result["ran"] == ["push"]
+    assert sorted((folder.relative_to(output_dir).as_posix(), repo, kind) for folder, repo, kind in calls) == [
+        ("calibration", "me/labels", "dataset"),
+        ("pairwise/model", "me/pairwise", "model"),
+        ("pointwise/model", "me/zerank-tiny", "model"),
+        ("preferences", "me/prefs", "dataset"),
+    ]
+    calls.clear()
+    assert load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, *flags))["ran"] == []
+    assert calls == []
+
+
+@pytest.mark.parametrize("loss", ["margin_mse", "kl_div"])
+def test_zembed_distils_a_bi_encoder(zerank_run, tiny_bert_path, tmp_path, loss):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    output_dir, _, _ = zerank_run
+    teacher = output_dir / "pointwise" / "model"
+    argv = ["--teacher_model", str(teacher), "--candidates_path", str(output_dir / "candidates"),
+            "--dataset_name", "cranfield", "--dataset_split", "test", "--eval_split", "test", "--top_k", "6",
+            "--loss", loss, "--num_negatives", "3", "--triples_per_query", "4", "--positive_pool", "2",
+            "--model_name_or_path", tiny_bert_path, "--output_dir", str(tmp_path), "--num_train_epochs", "2",
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e-3", "--logging_steps", "1",
+            "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--max_seq_length", "64"]
+    recipe = load_recipe("zembed")
+    result = recipe.main(*recipe.make_parser().parse_args_and_config(argv))
+    assert [r["model"] for r in result["rows"]] == ["bm25", "student (before)", "zembed (after)", "teacher reranker"]
+    assert result["train_rows"] == (6 * 4 if loss == "margin_mse" else 6) and result["losses"]
+    student = SentenceTransformer(result["output_dir"])
+    base = SentenceTransformer(tiny_bert_path)
+    # every parameter on the embedding path moved (BERT's pooler is not used by mean pooling: no gradient)
+    unchanged = [n for (n, p), q in zip(student.named_parameters(), base.parameters()) if torch.equal(p, q)]
+    assert unchanged and all("pooler" in n for n in unchanged)
+    card = (Path(result["output_dir"]) / "README.md").read_text()
+    assert loss in card and str(teacher) in card and "zembed (after)" in card
+
+
+def test_pairwise_recipe_trains_and_evaluates(zerank_run, tiny_bert_path, tmp_path):
+    output_dir, _, _ = zerank_run
+    argv = ["--preference_set", str(output_dir / "preferences"), "--eval_query_fraction", "0.34",
+            "--model_name_or_path", tiny_bert_path, "--output_dir", str(tmp_path), "--max_length", "96",
+            "--max_query_length", "16", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+            "--learning_rate", "1e-3", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no"]
+    recipe = load_recipe("pairwise")
+    result = recipe.main(*recipe.make_parser().parse_args_and_config(argv))
+    assert result["eval_rows"] == 2 * 6 and result["train_rows"] == 4 * 6
+    assert "eval_loss" in result["before"] and "eval_loss" in result["after"]
+    assert (Path(result["output_dir"]) / "config.json").exists()
