@@ -43,7 +43,8 @@ class StubOpenAIServer:
 
     Args:
         behaviour: ``(prompt, n) -> action``; actions: ``ok("SCORE: 0.3")``, ``{"status": 429}``,
-            ``{"status": 500}``, ``{"sleep": 5.0, **ok(...)}``, ``{"malformed": True}``, ``ok(REFUSAL)``.
+            ``{"status": 500}``, ``{"sleep": 5.0, **ok(...)}``, ``{"malformed": True}``, ``ok(REFUSAL)``;
+            ``"echo_auth": True`` in an action echoes the request's Authorization header into the answer or error.
         answer: the default answer when ``behaviour`` is None.
         delay: seconds to wait before every answer (simulated model latency).
         max_requests: requests served at most; later ones get 503.
@@ -132,12 +133,16 @@ class StubOpenAIServer:
                 stub.statuses[status if not action.get("malformed") else "malformed"] += 1
                 if action.get("malformed"):
                     return self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [{"message": {"content": ')
+                # A leaky provider: echo the request's credentials back (secret-redaction tests).
+                leak = f" (auth: {self.headers.get('Authorization', '')})" if action.get("echo_auth") else ""
                 if status != 200:
                     kind = {429: "rate_limit_exceeded", 500: "server_error"}.get(status, "error")
-                    return self._send(status, {"error": {"message": f"injected {status}", "type": kind, "code": kind}})
+                    message = f"injected {status}{leak}"
+                    return self._send(status, {"error": {"message": message, "type": kind, "code": kind}})
                 with stub._lock:
                     stub.successes[prompt_key(prompt)] += 1
-                self._send(200, completion(body.get("model", "stub"), action["content"], prompt, action.get("logprobs")))
+                content = action["content"] + leak
+                self._send(200, completion(body.get("model", "stub"), content, prompt, action.get("logprobs")))
 
             def _send(self, status: int, payload: dict) -> None:
                 self._send_raw(status, json.dumps(payload).encode("utf-8"))

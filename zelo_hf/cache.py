@@ -19,8 +19,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .judges import Vote
-from .utils import redact
+from .judges import Vote, redact
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (

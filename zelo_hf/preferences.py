@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .judges import Comparison, EnsembleJudge, Judge, Vote, combine_votes
-from .utils import get_logger, producing_command, redact
+from .judges import Comparison, EnsembleJudge, Judge, Vote, combine_votes, redact
+from .utils import get_logger, producing_command
 
 logger = get_logger(__name__)
 
