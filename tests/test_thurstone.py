@@ -150,3 +150,14 @@ def test_bad_arguments():
         fit_scores(np.array([[0, 1]]), [0.5], 2, prior_sd=0)
     with pytest.raises(ValueError, match="query #0 has 1 document"):
         fit_scores(np.empty((0, 2)), [], 1)
+
+
+def test_documents_in_no_pair_at_any_position_get_the_prior():
+    edges = np.array([[1, 2], [2, 3], [1, 3]])
+    for n in (4, 6):  # isolated documents first and last
+        res = fit_scores(edges, np.array([0.8, 0.6, 0.9]), n, return_result=True)
+        ref = Reference(edges, np.array([0.8, 0.6, 0.9]), n, "thurstone", 4.0)
+        expected, hess = ref.optimum()
+        np.testing.assert_allclose(res.scores, expected, atol=1e-8)
+        np.testing.assert_allclose(res.se, np.sqrt(np.diag(np.linalg.inv(hess))), rtol=1e-8)
+        assert not res.connected and res.se[0] == pytest.approx(4.0)

@@ -235,24 +235,33 @@ class _Chunk:
         self.n, self.m, self.q = int(sizes.sum()), len(a), len(sizes)
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         self.edge_query = np.repeat(np.arange(self.q), sizes)[a] if self.m else np.empty(0, np.int64)
-        self.edge_counts = np.bincount(self.edge_query, minlength=self.q)
         self.terms, self.prec = _TERMS[model], 1.0 / prior_sd**2
         cols = np.stack([a, b], axis=1).ravel()
-        self.B = sp.csr_matrix((np.tile([1.0, -1.0], self.m), cols, np.arange(0, 2 * self.m + 1, 2)), (self.m, self.n))
-        self.BT = self.B.T.tocsr()  # scatter as a row-wise gather: sorted once, reused by every gradient
+        incidence = sp.csr_matrix(
+            (np.tile([1.0, -1.0], self.m), cols, np.arange(0, 2 * self.m + 1)[::2]), (self.m, self.n)
+        )
+        self.BT = incidence.T.tocsr()  # B^T: the scatter of a gradient as a row-wise gather, sorted once
         # H = B^T diag(w) B + prec I = diag + off-diagonal part. The off-diagonal part reuses B^T's row layout:
         # slot k of row i is edge e = BT.indices[k], whose other end is a[e] + b[e] - i (duplicates are fine in CSR).
         self.slot_edge = self.BT.indices
         rows = np.repeat(np.arange(self.n), np.diff(self.BT.indptr))
         other = (a + b)[self.slot_edge] - rows
         self.offdiag = sp.csr_matrix((np.zeros(len(other)), other, self.BT.indptr), shape=(self.n, self.n))
-        self.absBT = abs(self.BT)
+        self.isolated = np.diff(self.BT.indptr) == 0  # documents in no pair (reduceat needs non-empty rows)
         self.diag = np.full(self.n, self.prec)
+        # per-query sums over edges: a contiguous reduceat when edges are grouped by query and none is empty
+        counts = np.bincount(self.edge_query, minlength=self.q)
+        grouped = bool(np.all(np.diff(self.edge_query) >= 0)) and bool(np.all(counts > 0))
+        self.edge_starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if grouped else None
 
     def assemble(self, w: np.ndarray) -> np.ndarray:
         """Fill H with the curvature weights ``w``; returns its diagonal (the Jacobi preconditioner)."""
-        self.offdiag.data = -w[self.slot_edge]
-        self.diag = self.absBT @ w + self.prec
+        slot_w = w[self.slot_edge]
+        self.offdiag.data = -slot_w
+        if self.m:
+            self.diag = np.add.reduceat(np.append(slot_w, 0.0), self.BT.indptr[:-1])  # the 0 ends the last row
+            self.diag[self.isolated] = 0.0
+            self.diag += self.prec
         return self.diag
 
     def seg(self, x: np.ndarray) -> np.ndarray:
@@ -260,6 +269,9 @@ class _Chunk:
         return np.add.reduceat(x, self.starts)
 
     def seg_edges(self, x: np.ndarray) -> np.ndarray:
+        """Per-query sums of a per-edge array."""
+        if self.edge_starts is not None:
+            return np.add.reduceat(x, self.edge_starts)
         return np.bincount(self.edge_query, weights=x, minlength=self.q)
 
     def evaluate(self, s: np.ndarray):
