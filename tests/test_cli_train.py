@@ -4,12 +4,11 @@ import json
 
 import pytest
 from datasets import Dataset
+from test_pairwise_trainer import preference_rows
+from test_pointwise_trainer import toy_rows
 
 from zelo_hf import cli
 from zelo_hf.commands import train_pairwise, train_pointwise
-
-from test_pairwise_trainer import preference_rows
-from test_pointwise_trainer import toy_rows
 
 
 def test_train_pointwise_yaml_with_flag_override_and_push(tmp_path, tiny_bert_path, monkeypatch):
@@ -23,7 +22,9 @@ def test_train_pointwise_yaml_with_flag_override_and_push(tmp_path, tiny_bert_pa
     pushed = []
     monkeypatch.setattr("zelo_hf.hub.push_folder", lambda folder, repo_id, **kw: pushed.append((folder, repo_id, kw)))
     parser = train_pointwise.make_parser()
-    script, args, model_args = parser.parse_args_and_config(["--config", str(tmp_path / "cfg.yaml"), "--max_steps", "3"])
+    script, args, model_args = parser.parse_args_and_config(
+        ["--config", str(tmp_path / "cfg.yaml"), "--max_steps", "3"]
+    )
     assert args.max_steps == 3 and args.learning_rate == 0.005
     assert cli.main(["train-pointwise", "--config", str(tmp_path / "cfg.yaml"), "--max_steps", "3"]) == 0
     assert len(pushed) == 1 and pushed[0][1] == "me/tiny-reranker" and pushed[0][2]["repo_type"] == "model"
@@ -36,12 +37,33 @@ def test_train_pointwise_yaml_with_flag_override_and_push(tmp_path, tiny_bert_pa
 def test_train_pairwise_main_with_lora(tmp_path, tiny_bert_path):
     Dataset.from_dict(preference_rows()).to_json(str(tmp_path / "prefs.jsonl"))
     parser = train_pairwise.make_parser()
-    script, args, model_args = parser.parse_args_and_config([
-        "--dataset_name", str(tmp_path / "prefs.jsonl"), "--model_name_or_path", tiny_bert_path,
-        "--output_dir", str(tmp_path / "judge"), "--max_steps", "2", "--use_cpu", "--save_strategy", "no",
-        "--use_peft", "--lora_r", "4", "--lora_target_modules", "query", "value", "--max_length", "64",
-        "--max_query_length", "16", "--disable_tqdm", "true",
-    ])
+    script, args, model_args = parser.parse_args_and_config(
+        [
+            "--dataset_name",
+            str(tmp_path / "prefs.jsonl"),
+            "--model_name_or_path",
+            tiny_bert_path,
+            "--output_dir",
+            str(tmp_path / "judge"),
+            "--max_steps",
+            "2",
+            "--use_cpu",
+            "--save_strategy",
+            "no",
+            "--use_peft",
+            "--lora_r",
+            "4",
+            "--lora_target_modules",
+            "query",
+            "value",
+            "--max_length",
+            "64",
+            "--max_query_length",
+            "16",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     trainer = train_pairwise.main(script, args, model_args)
     assert len(trainer.train_dataset) == 32
     assert (tmp_path / "judge" / "adapter_config.json").is_file()

@@ -17,10 +17,17 @@ def test_pointwise_collator_truncates_documents_only(tiny_bert_path):
     cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
     q, d = ids(tok, "the cat sat"), ids(tok, "a dog barked at the mailman in the morning")
     collator = PointwiseCollator(tok, "classification", max_length=10, max_query_length=8)
-    batch = collator([
-        {"query": "the cat sat", "doc": "a dog barked at the mailman in the morning", "labels": 1.5, "query_index": 0},
-        {"query": "the cat sat", "doc": "a dog", "labels": -1.0, "query_index": 0},
-    ])
+    batch = collator(
+        [
+            {
+                "query": "the cat sat",
+                "doc": "a dog barked at the mailman in the morning",
+                "labels": 1.5,
+                "query_index": 0,
+            },
+            {"query": "the cat sat", "doc": "a dog", "labels": -1.0, "query_index": 0},
+        ]
+    )
     first = [cls, *q, sep, *d[: 10 - len(q) - 3], sep]
     second = [cls, *q, sep, *d[:2], sep]
     assert batch["input_ids"].tolist() == [first, second + [pad] * (len(first) - len(second))]
@@ -34,7 +41,9 @@ def test_query_cut_to_max_query_length(tiny_bert_path):
     collator = PointwiseCollator(tok, "classification", max_length=32, max_query_length=2)
     batch = collator([{"query": "the cat sat on the mat", "doc": "dog", "labels": 0.0}])
     q = ids(tok, "the cat sat on the mat")[:2]
-    assert batch["input_ids"].tolist() == [[tok.cls_token_id, *q, tok.sep_token_id, *ids(tok, "dog"), tok.sep_token_id]]
+    assert batch["input_ids"].tolist() == [
+        [tok.cls_token_id, *q, tok.sep_token_id, *ids(tok, "dog"), tok.sep_token_id]
+    ]
 
 
 def test_pairwise_collator_splits_budget_between_documents(tiny_bert_path):
@@ -58,7 +67,7 @@ def test_causal_collator_left_pads_and_keeps_chat_suffix(tiny_qwen3_path):
     suffix = ids(tok, "<|im_end|>\n<|im_start|>assistant\n")
     assert batch["input_ids"].shape[1] == 40
     for row, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist()):
-        assert row[-len(suffix):] == suffix and mask[-1] == 1
+        assert row[-len(suffix) :] == suffix and mask[-1] == 1
     assert batch["attention_mask"][1, 0] == 0  # the short row is left-padded
 
 

@@ -5,17 +5,23 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
+from test_pointwise_trainer import toy_rows
 
 from zelo_hf.modeling import load_reranker, score_pairs
 from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
-from test_pointwise_trainer import toy_rows
-
 
 def lora_trainer(tmp_path, model_path, target_modules, **kwargs):
     defaults = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, learning_rate=5e-3, max_steps=8,
-        max_length=48, max_query_length=16, save_strategy="no", use_cpu=True, disable_tqdm=True,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        max_steps=8,
+        max_length=48,
+        max_query_length=16,
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
     )
     args = PointwiseConfig(**{**defaults, **kwargs})
     peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=target_modules)

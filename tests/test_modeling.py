@@ -43,7 +43,9 @@ def test_causal_head_reads_yes_logit_after_zerank_chat(tiny_qwen3_path):
     model, tok = load_reranker(tiny_qwen3_path)
     assert tok.chat_template == ZERANK_CHAT_TEMPLATE and tok.padding_side == "left"
     text = tok.apply_chat_template(
-        [{"role": "system", "content": "q"}, {"role": "user", "content": "d"}], tokenize=False, add_generation_prompt=True
+        [{"role": "system", "content": "q"}, {"role": "user", "content": "d"}],
+        tokenize=False,
+        add_generation_prompt=True,
     )
     assert text == "<|im_start|>system\nq<|im_end|>\n<|im_start|>user\nd<|im_end|>\n<|im_start|>assistant\n"
     ids = tok(text, add_special_tokens=False, return_tensors="pt")
@@ -61,7 +63,9 @@ def test_rerank_keeps_order_and_ranking_sorts(tiny_bert_path):
     np.testing.assert_allclose([r["score"] for r in ranked], sorted(scores.tolist(), reverse=True), atol=1e-5)
     assert ranked[0]["text"] == DOCS[int(np.argmax(scores))]
     assert ranking(np.array([1.0, 3.0, 2.0])) == [
-        {"corpus_id": 1, "score": 3.0}, {"corpus_id": 2, "score": 2.0}, {"corpus_id": 0, "score": 1.0}
+        {"corpus_id": 1, "score": 3.0},
+        {"corpus_id": 2, "score": 2.0},
+        {"corpus_id": 0, "score": 1.0},
     ]
 
 

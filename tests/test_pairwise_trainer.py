@@ -30,8 +30,17 @@ def preference_rows(n: int = 16) -> dict[str, list]:
 
 def config(tmp_path, **kwargs) -> PairwiseConfig:
     defaults = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, learning_rate=2e-3, max_steps=80, warmup_steps=5,
-        logging_steps=5, max_length=64, max_query_length=16, save_strategy="no", use_cpu=True, seed=0,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        learning_rate=2e-3,
+        max_steps=80,
+        warmup_steps=5,
+        logging_steps=5,
+        max_length=64,
+        max_query_length=16,
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
         disable_tqdm=True,
     )
     return PairwiseConfig(**{**defaults, **kwargs})
@@ -68,8 +77,9 @@ def test_pairwise_learns_and_scorer_is_antisymmetric(tmp_path, request, model_fi
     assert np.mean((p > 0.5) == (np.asarray(data["prob_a"]) > 0.5)) >= 0.75
 
 
-@pytest.mark.parametrize(("value", "match"), [(1.5, r"prob_a` must be finite in \[0.0, 1.0\] \(got 1.5"),
-                                              (float("nan"), "got nan")])
+@pytest.mark.parametrize(
+    ("value", "match"), [(1.5, r"prob_a` must be finite in \[0.0, 1.0\] \(got 1.5"), (float("nan"), "got nan")]
+)
 def test_bad_probabilities_raise(tmp_path, tiny_bert_path, value, match):
     rows = preference_rows()
     rows["prob_a"][2] = value

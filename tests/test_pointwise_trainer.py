@@ -32,8 +32,16 @@ def toy_rows(n_queries: int = 8, seed: int = 0) -> dict[str, list]:
 
 def config(tmp_path, **kwargs) -> PointwiseConfig:
     defaults = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, learning_rate=5e-3, max_steps=60,
-        logging_steps=5, max_length=48, max_query_length=16, save_strategy="no", use_cpu=True, seed=0,
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        max_steps=60,
+        logging_steps=5,
+        max_length=48,
+        max_query_length=16,
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
         disable_tqdm=True,
     )
     return PointwiseConfig(**{**defaults, **kwargs})

@@ -222,7 +222,11 @@ def write_sentence_transformers_files(model, output_dir: str | Path, max_length:
     }
     if max_length:
         transformer["max_seq_length"] = max_length
-    logit = {"true_token_id": model.config.zelo_true_token_id, "false_token_id": None, "module_input_name": "causal_logits"}
+    logit = {
+        "true_token_id": model.config.zelo_true_token_id,
+        "false_token_id": None,
+        "module_input_name": "causal_logits",
+    }
     (output_dir / "modules.json").write_text(json.dumps(modules, indent=2))
     (output_dir / "sentence_bert_config.json").write_text(json.dumps(transformer, indent=2))
     (output_dir / "1_LogitScore").mkdir(exist_ok=True)
@@ -263,7 +267,9 @@ def truncate_texts(tokenizer, texts: list[str], max_tokens: int | list[int]) -> 
 
 
 def _chat_texts(tokenizer, systems: list[str], users: list[str]) -> list[str]:
-    conversations = [[{"role": "system", "content": s}, {"role": "user", "content": u}] for s, u in zip(systems, users)]
+    conversations = [
+        [{"role": "system", "content": s}, {"role": "user", "content": u}] for s, u in zip(systems, users)
+    ]
     return tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
 
 
@@ -407,8 +413,15 @@ class PairwiseScorer:
     random order swaps do.
     """
 
-    def __init__(self, model_name_or_path, tokenizer=None, device: str | None = None, max_length: int | None = None,
-                 max_query_length: int = 64, dtype: str | None = None):
+    def __init__(
+        self,
+        model_name_or_path,
+        tokenizer=None,
+        device: str | None = None,
+        max_length: int | None = None,
+        max_query_length: int = 64,
+        dtype: str | None = None,
+    ):
         if isinstance(model_name_or_path, (str, Path)):
             model_name_or_path, tokenizer = load_reranker(str(model_name_or_path), task="pairwise", dtype=dtype)
         if tokenizer is None:
@@ -430,8 +443,13 @@ class PairwiseScorer:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = encode_pairwise(
-                    self.tokenizer, [queries[i] for i in idx], [docs_a[i] for i in idx], [docs_b[i] for i in idx],
-                    self.head, self.max_length, self.max_query_length,
+                    self.tokenizer,
+                    [queries[i] for i in idx],
+                    [docs_a[i] for i in idx],
+                    [docs_b[i] for i in idx],
+                    self.head,
+                    self.max_length,
+                    self.max_query_length,
                 )
                 out[idx] = forward_scores(self.model, batch.to(device)).cpu().numpy()
         return out

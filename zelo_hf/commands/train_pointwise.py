@@ -54,16 +54,24 @@ def load_splits(script_args, training_args):
     elif script_args.dataset_test_split:
         evaluation = load_dataset_any(script_args.dataset_name, split=script_args.dataset_test_split)
     if evaluation is None and training_args.eval_strategy != "no":
-        raise ValueError(f"`eval_strategy={training_args.eval_strategy}` needs an eval set: pass --dataset_test_split "
-                         "or --eval_dataset_name, or --eval_strategy no.")
-    rename_fn = (lambda ds: ds.rename_columns({k: v for k, v in rename.items() if k in ds.column_names}))
+        raise ValueError(
+            f"`eval_strategy={training_args.eval_strategy}` needs an eval set: pass --dataset_test_split "
+            "or --eval_dataset_name, or --eval_strategy no."
+        )
+
+    def rename_fn(ds):
+        return ds.rename_columns({k: v for k, v in rename.items() if k in ds.column_names})
+
     return rename_fn(train), (rename_fn(evaluation) if evaluation is not None else None)
 
 
 def model_init_kwargs(model_args, training_args) -> None:
     """Fold TRL's ModelConfig (dtype, attention, revision) into ``training_args.model_init_kwargs``."""
-    kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
-              "attn_implementation": model_args.attn_implementation}
+    kwargs = {
+        "revision": model_args.model_revision,
+        "dtype": model_args.dtype,
+        "attn_implementation": model_args.attn_implementation,
+    }
     kwargs = {k: v for k, v in kwargs.items() if v is not None and v != "main"}
     if isinstance(training_args.model_init_kwargs, dict):
         kwargs.update(training_args.model_init_kwargs)
@@ -79,8 +87,12 @@ def run(trainer_cls, script_args, training_args, model_args):
     model_init_kwargs(model_args, training_args)
     train, evaluation = load_splits(script_args, training_args)
     trainer = trainer_cls(
-        model_args.model_name_or_path, args=training_args, train_dataset=train, eval_dataset=evaluation,
-        peft_config=lora_config_from_model_args(model_args), dataset_name=script_args.dataset_name,
+        model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        peft_config=lora_config_from_model_args(model_args),
+        dataset_name=script_args.dataset_name,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if evaluation is not None:

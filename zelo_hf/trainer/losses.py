@@ -48,9 +48,7 @@ def info_nce_loss(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     return F.cross_entropy(scores.float() / temperature, target)
 
 
-def transform_targets(
-    targets: torch.Tensor, transform: str, mean: float = 0.0, std: float = 1.0
-) -> torch.Tensor:
+def transform_targets(targets: torch.Tensor, transform: str, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
     """Targets the pointwise MSE sees: ``raw``, ``standardize`` ((t - mean) / std, fitted on train) or ``sigmoid``.
 
     ``sigmoid`` leaves targets unchanged here: :func:`sigmoid_target_bce_loss` applies the sigmoid itself.

@@ -49,9 +49,19 @@ class PairwiseTrainer(RerankerTrainer):
     _task = "pairwise"
     _card_template = "pairwise.md"
 
-    def __init__(self, model, args: PairwiseConfig | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, peft_config=None, compute_metrics=None, callbacks=None,
-                 optimizers=(None, None), dataset_name: str | None = None):
+    def __init__(
+        self,
+        model,
+        args: PairwiseConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        dataset_name: str | None = None,
+    ):
         args = args or PairwiseConfig(output_dir="pairwise-model")
         model, processing_class = self._load_model(model, args, processing_class, peft_config)
         self.dataset_name = dataset_name
@@ -63,9 +73,15 @@ class PairwiseTrainer(RerankerTrainer):
             eval_dataset = self._prepare_dataset(eval_dataset, args, "eval")
         collator = PairwiseCollator(processing_class, model.config.zelo_head, args.max_length, args.max_query_length)
         super().__init__(
-            model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
-            processing_class=processing_class, compute_metrics=compute_metrics or self._metrics,
-            callbacks=callbacks, optimizers=optimizers,
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics or self._metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
         )
 
     @staticmethod

@@ -45,13 +45,17 @@ class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
 
     loss_type: str = field(
         default="mse",
-        metadata={"help": "Objective: 'mse' (zELO scores), 'binary' (BCE on labels), 'contrastive' (InfoNCE).",
-                  "choices": list(LOSS_TYPES)},
+        metadata={
+            "help": "Objective: 'mse' (zELO scores), 'binary' (BCE on labels), 'contrastive' (InfoNCE).",
+            "choices": list(LOSS_TYPES),
+        },
     )
     target_transform: str = field(
         default="raw",
-        metadata={"help": "MSE targets: 'raw', 'standardize' (fit on train, saved), 'sigmoid' (BCE).",
-                  "choices": ["raw", "standardize", "sigmoid"]},
+        metadata={
+            "help": "MSE targets: 'raw', 'standardize' (fit on train, saved), 'sigmoid' (BCE).",
+            "choices": ["raw", "standardize", "sigmoid"],
+        },
     )
     temperature: float = field(default=1.0, metadata={"help": "Temperature of sigmoid targets / InfoNCE."})
     num_negatives: int = field(default=7, metadata={"help": "Negatives per positive in 'contrastive' mode."})

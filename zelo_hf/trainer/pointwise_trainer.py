@@ -56,8 +56,10 @@ def make_groups(dataset, label_column: str, num_negatives: int, seed: int):
     if skipped:
         logger.warning("contrastive: %d positive(s) skipped, their queries have no negative (label <= 0).", skipped)
     if not rows["query"]:
-        raise ValueError(f"contrastive: no (positive, negatives) group could be formed from `{label_column}`: "
-                         "each query needs a row with label > 0 and one with label <= 0.")
+        raise ValueError(
+            f"contrastive: no (positive, negatives) group could be formed from `{label_column}`: "
+            "each query needs a row with label > 0 and one with label <= 0."
+        )
     return Dataset.from_dict(rows)
 
 
@@ -75,9 +77,19 @@ class PointwiseTrainer(RerankerTrainer):
     _task = "pointwise"
     _card_template = "reranker.md"
 
-    def __init__(self, model, args: PointwiseConfig | None = None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, peft_config=None, compute_metrics=None, callbacks=None,
-                 optimizers=(None, None), dataset_name: str | None = None):
+    def __init__(
+        self,
+        model,
+        args: PointwiseConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        peft_config=None,
+        compute_metrics=None,
+        callbacks=None,
+        optimizers=(None, None),
+        dataset_name: str | None = None,
+    ):
         args = args or PointwiseConfig(output_dir="pointwise-model")
         model, processing_class = self._load_model(model, args, processing_class, peft_config)
         self.dataset_name = dataset_name
@@ -90,9 +102,15 @@ class PointwiseTrainer(RerankerTrainer):
             eval_dataset = self._prepare_dataset(eval_dataset, args, "eval", model=model)
         collator = PointwiseCollator(processing_class, model.config.zelo_head, args.max_length, args.max_query_length)
         super().__init__(
-            model=model, args=args, data_collator=collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
-            processing_class=processing_class, compute_metrics=compute_metrics or self._metrics,
-            callbacks=callbacks, optimizers=optimizers,
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics or self._metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
         )
 
     def _prepare_dataset(self, dataset, args: PointwiseConfig, split: str, model):
@@ -110,8 +128,13 @@ class PointwiseTrainer(RerankerTrainer):
         keys = dataset["query_id"] if "query_id" in dataset.column_names else dataset["query"]
         query_ids = {k: i for i, k in enumerate(dict.fromkeys(map(str, keys)))}
         transform = getattr(cfg, "zelo_target_transform", "raw") if args.loss_type == "mse" else "raw"
-        kwargs = {"column": column, "transform": transform, "mean": getattr(cfg, "zelo_target_mean", 0.0),
-                  "std": getattr(cfg, "zelo_target_std", 1.0), "query_ids": query_ids}
+        kwargs = {
+            "column": column,
+            "transform": transform,
+            "mean": getattr(cfg, "zelo_target_mean", 0.0),
+            "std": getattr(cfg, "zelo_target_std", 1.0),
+            "query_ids": query_ids,
+        }
         return dataset.map(add_targets, batched=True, fn_kwargs=kwargs, desc=f"Preparing targets ({split})")
 
     @staticmethod

@@ -30,7 +30,9 @@ class RerankerArgsMixin:
     max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
     model_init_kwargs: dict | str | None = field(
         default=None,
-        metadata={"help": "Keyword arguments (a dict, or a JSON string on the command line) for `from_pretrained` when the model is a name, e.g. '{\"dtype\": \"bfloat16\"}'."},
+        metadata={
+            "help": 'Keyword arguments (a dict, or a JSON string on the command line) for `from_pretrained` when the model is a name, e.g. \'{"dtype": "bfloat16"}\'.'
+        },
     )
     merge_lora: bool = field(
         default=False,
@@ -57,9 +59,7 @@ def check_columns(dataset, required: list[str], split: str, fix: str) -> None:
     """Raise before training when a required column is missing."""
     missing = [c for c in required if c not in dataset.column_names]
     if missing:
-        raise ValueError(
-            f"{split} dataset is missing column(s) {missing} (has {dataset.column_names}): {fix}"
-        )
+        raise ValueError(f"{split} dataset is missing column(s) {missing} (has {dataset.column_names}): {fix}")
 
 
 def check_texts(dataset, columns: list[str], split: str) -> None:
@@ -200,9 +200,23 @@ def lora_config_from_model_args(model_args):
 def format_hparams(args) -> dict[str, Any]:
     """The hyper-parameters a card shows."""
     keys = (
-        "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
-        "max_steps", "warmup_steps", "lr_scheduler_type", "weight_decay", "max_length", "max_query_length", "bf16",
-        "seed", "loss_type", "target_transform", "temperature", "num_negatives", "symmetrize",
+        "learning_rate",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "max_steps",
+        "warmup_steps",
+        "lr_scheduler_type",
+        "weight_decay",
+        "max_length",
+        "max_query_length",
+        "bf16",
+        "seed",
+        "loss_type",
+        "target_transform",
+        "temperature",
+        "num_negatives",
+        "symmetrize",
     )
     return {k: getattr(args, k) for k in keys if hasattr(args, k)}
 
@@ -336,8 +350,11 @@ class RerankerTrainer(_import_trainer()):
         card.save(str(output_dir / "README.md"))
 
     def _card_metadata(self, base: str) -> dict[str, Any]:
-        data = {"library_name": "sentence-transformers", "pipeline_tag": "text-ranking",
-                "tags": ["zelo", "reranker", "cross-encoder", self._task]}
+        data = {
+            "library_name": "sentence-transformers",
+            "pipeline_tag": "text-ranking",
+            "tags": ["zelo", "reranker", "cross-encoder", self._task],
+        }
         if base and not base.startswith(("/", ".")):
             data["base_model"] = base
         from pathlib import Path
@@ -353,8 +370,14 @@ class RerankerTrainer(_import_trainer()):
             return {}
         return {k: float(v) for k, v in logs[-1].items() if k.startswith("eval_") and isinstance(v, (int, float))}
 
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
-                    revision: str | None = None, **kwargs) -> str | None:
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token=None,
+        revision: str | None = None,
+        **kwargs,
+    ) -> str | None:
         """Save the final folder (weights, CrossEncoder files, card) and upload it once with ``push_folder``."""
         if getattr(self, "_in_save", False):  # called by Trainer.save_model: push once the folder is complete
             self._push_pending = True
@@ -374,5 +397,11 @@ class RerankerTrainer(_import_trainer()):
         if not self.is_world_process_zero():
             return None
         repo_id = self.args.hub_model_id or Path(folder).name
-        return hub.push_folder(folder, repo_id, repo_type="model", private=self.args.hub_private_repo,
-                               commit_message=commit_message or "Upload with zelo-hf", revision=revision)
+        return hub.push_folder(
+            folder,
+            repo_id,
+            repo_type="model",
+            private=self.args.hub_private_repo,
+            commit_message=commit_message or "Upload with zelo-hf",
+            revision=revision,
+        )
