@@ -161,3 +161,12 @@ def test_documents_in_no_pair_at_any_position_get_the_prior():
         np.testing.assert_allclose(res.scores, expected, atol=1e-8)
         np.testing.assert_allclose(res.se, np.sqrt(np.diag(np.linalg.inv(hess))), rtol=1e-8)
         assert not res.connected and res.se[0] == pytest.approx(4.0)
+
+
+def test_query_without_pairs_and_uninformative_pairs():
+    res = fit_scores(np.empty((0, 2)), [], 3, return_result=True)
+    assert res.converged and not res.connected and res.iterations == 0
+    np.testing.assert_allclose(res.scores, 0.0) and np.testing.assert_allclose(res.se, 4.0)
+    ties = fit_scores(np.array([[0, 1]] * 3), [0.5] * 3, 2, return_result=True)
+    np.testing.assert_allclose(ties.scores, 0.0, atol=1e-12)
+    assert ties.log_likelihood == pytest.approx(3 * 2 * 0.5 * np.log(0.5))

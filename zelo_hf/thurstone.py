@@ -272,7 +272,7 @@ class _Chunk:
         """Per-query sums of a per-edge array."""
         if self.edge_starts is not None:
             return np.add.reduceat(x, self.edge_starts)
-        return np.bincount(self.edge_query, weights=x, minlength=self.q)
+        return np.bincount(self.edge_query, weights=x, minlength=self.q).astype(np.float64)
 
     def evaluate(self, s: np.ndarray):
         d = s[self.a] - s[self.b]
@@ -384,7 +384,7 @@ def _standard_errors(ch: _Chunk, w: np.ndarray, block: int = 256) -> np.ndarray:
             la, lb, ws = local_a[sel], local_b[sel], w[sel]
             idx = np.concatenate([base + la * n + lb, base + lb * n + la, base + la * n + la, base + lb * n + lb])
             vals = np.concatenate([-ws, -ws, ws, ws])
-            hess = np.bincount(idx, vals, minlength=len(qs) * n * n).reshape(len(qs), n, n)
+            hess = np.bincount(idx, vals, minlength=len(qs) * n * n).astype(np.float64).reshape(len(qs), n, n)
             hess[:, np.arange(n), np.arange(n)] += ch.prec
             items = (ch.starts[qs][:, None] + np.arange(n)).ravel()
             se[items] = np.sqrt(_inverse_diagonals(hess)).ravel()
