@@ -20,6 +20,7 @@ per-query inverses batched over queries of equal size.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -435,6 +436,14 @@ def _chunks(edges, probs, edge_offset, sizes, edge_query, chunk_size, opts):
         yield local[:, 0], local[:, 1], probs[e0:e1], c, sizes[q0:q1], opts
 
 
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it BLAS may oversubscribe, results are identical
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def fit_scores_flat(
     edges: np.ndarray,
     probs: np.ndarray,
@@ -482,10 +491,8 @@ def fit_scores_flat(
     jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, chunk_size, opts))
     workers = min(len(jobs), num_threads or min(4, os.cpu_count() or 1))
     if workers > 1:
-        from threadpoolctl import threadpool_limits
-
         # One BLAS thread per worker: the per-query inverses are small, oversubscription only slows them down.
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(_fit_chunk, jobs))
     else:
         parts = [_fit_chunk(job) for job in jobs]
