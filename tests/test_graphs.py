@@ -34,25 +34,22 @@ def test_expander_diameter_is_small():
     assert 2 <= graph_diameter(sample_cycle_graph(100, 8, seed=0), 100) <= 5
 
 
-def test_redraw_budget_exhausted_warns_and_keeps_multigraph():
-    with pytest.warns(UserWarning, match="max_redraws=0"):
-        edges = sample_cycle_graph(5, 4, seed=1, max_redraws=0) if _has_dup(5, 4, 1) else _force_warning()
-    assert edges.shape == (10, 2)
+def _n_repeats(edges, n):
+    keys = np.minimum(edges[:, 0], edges[:, 1]) * n + np.maximum(edges[:, 0], edges[:, 1])
+    return len(keys) - len(np.unique(keys))
 
 
-def _has_dup(n, degree, seed):
+def test_repeats_are_redrawn_or_warned_never_silent():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        edges = sample_cycle_graph(n, degree, seed=seed, redraw_duplicates=False)
-    keys = np.minimum(edges[:, 0], edges[:, 1]) * n + np.maximum(edges[:, 0], edges[:, 1])
-    return len(np.unique(keys)) < len(keys)
-
-
-def _force_warning():
-    for seed in range(100):
-        if _has_dup(5, 4, seed):
-            return sample_cycle_graph(5, 4, seed=seed, max_redraws=0)
-    raise AssertionError("no duplicate found")
+        raw = [sample_cycle_graph(6, 4, seed=s, redraw_duplicates=False) for s in range(20)]
+    seed = next(s for s, edges in enumerate(raw) if _n_repeats(edges, 6))  # a seed whose raw draw repeats a pair
+    with pytest.warns(UserWarning, match=r"repeated pair\(s\) left after max_redraws=0"):
+        kept = sample_cycle_graph(6, 4, seed=seed, max_redraws=0)
+    assert _n_repeats(kept, 6) > 0 and kept.shape == (12, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default budget repairs it: no warning, no repeat
+        assert _n_repeats(sample_cycle_graph(6, 4, seed=seed), 6) == 0
 
 
 @pytest.mark.parametrize(
