@@ -47,6 +47,10 @@ def test_grouping_errors_name_the_column_or_id():
     clash = flat.map(lambda r, i: {"doc_a": "another text"} if i == 3 else {}, with_indices=True)
     with pytest.raises(ValueError, match=r"\('q0', 'd0-\d+'\).*different texts"):
         group_preferences(clash)
+    cross = flat.add_column("query_b_id", ["q0"] * (len(flat) - 1) + ["q9"])
+    with pytest.raises(ValueError, match=r"cross-query pair \(query_id='q0', query_b_id='q9'\).*calibrate"):
+        group_preferences(cross)
+    assert len(group_preferences(flat.add_column("query_b_id", [None] * len(flat)))) == 1
     renamed = flat.map(lambda r, i: {"query": "other"} if i == 0 else {}, with_indices=True)
     with pytest.raises(ValueError, match="query_id 'q0' has 2 different texts"):
         group_preferences(renamed)

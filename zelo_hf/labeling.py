@@ -73,6 +73,20 @@ def _documents(pairs):
     return docs
 
 
+def _reject_cross_query(pref_ds) -> None:
+    """Cross-query pairs (doc_b answers another query) belong to calibration, not to a within-query fit."""
+    if "query_b_id" not in pref_ds.column_names:
+        return
+    cols = pref_ds.select_columns(["query_id", "query_b_id"]).to_pandas()
+    cross = cols["query_b_id"].notna() & (cols["query_b_id"] != cols["query_id"])
+    if cross.any():
+        i = int(cross.to_numpy().nonzero()[0][0])
+        raise ValueError(
+            f"row {i} is a cross-query pair (query_id={cols.query_id[i]!r}, query_b_id={cols.query_b_id[i]!r}): "
+            "fit those with `calibrate_labels` / `zelo calibrate`, and pass only within-query pairs here."
+        )
+
+
 def group_preferences(pref_ds, num_proc: int | None = None, drop_failed: bool = False):
     """Flat preference set (one row per judged pair) -> grouped preferences (one row per query).
 
@@ -91,6 +105,7 @@ def group_preferences(pref_ds, num_proc: int | None = None, drop_failed: bool = 
     if num_proc not in (None, 1):
         warnings.warn(f"group_preferences ignores num_proc={num_proc}: grouping is one vectorised pass.", stacklevel=2)
     _require_columns(pref_ds.column_names, PREFERENCE_COLUMNS, "the preference set")
+    _reject_cross_query(pref_ds)
     pairs = pref_ds.select_columns(list(PREFERENCE_COLUMNS)).to_pandas()
     if len(pairs) == 0:
         raise ValueError("the preference set has no rows: judge some pairs first (`zelo judge`).")
