@@ -76,7 +76,7 @@ def pairs_from_dataset(pairs: Any) -> list[Comparison]:
     if missing:
         raise ValueError(f"the pairs dataset lacks column(s) {missing} (has {pairs.column_names}): it needs "
                          f"{list(PAIR_COLUMNS)} (+ {list(CROSS_COLUMNS)} for cross-query pairs).")
-    cols = {c: pairs[c] for c in PAIR_COLUMNS + CROSS_COLUMNS if c in pairs.column_names}
+    cols = pairs.select_columns([c for c in PAIR_COLUMNS + CROSS_COLUMNS if c in pairs.column_names]).to_dict()
     n = len(cols["query_id"])
     qb, qbid = cols.get("query_b", [None] * n), cols.get("query_b_id", [None] * n)
     return [

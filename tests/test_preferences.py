@@ -1,0 +1,116 @@
+"""judge_pairs: candidates -> comparison graphs -> judged preference set; saving, the card, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from datasets import Dataset, load_dataset
+
+from zelo_hf.judges import EnsembleJudge, LiteLLMJudge, SimulatedJudge
+from zelo_hf.preferences import build_pairs, judge_pairs, save_preference_set
+
+N_QUERIES, N_DOCS = 4, 12
+QRELS = {f"q{q}": {f"d{q}_{d}": (d * 7 + q) % 5 for d in range(N_DOCS)} for q in range(N_QUERIES)}
+
+
+@pytest.fixture
+def candidates():
+    return Dataset.from_list([
+        {"query_id": q, "query": f"query {q}", "doc_ids": list(docs), "docs": [f"text of {d}" for d in docs],
+         "first_stage_scores": [float(N_DOCS - i) for i in range(N_DOCS)], "grades": list(docs.values())}
+        for q, docs in QRELS.items()
+    ])
+
+
+def test_preference_set_schema_and_graph_sizes(candidates):
+    prefs, summary = judge_pairs(candidates, SimulatedJudge(QRELS), degree=4, progress=False)
+    assert len(prefs) == N_QUERIES * N_DOCS * 4 // 2 == summary["pairs"] == summary["judged"]
+    assert prefs.column_names == ["query_id", "query", "doc_a_id", "doc_a", "doc_b_id", "doc_b", "prob_a", "votes"]
+    assert set(prefs[0]["votes"][0]) == {"judge", "raw_answer", "score", "prob_a", "swapped", "prompt_tokens",
+                                         "completion_tokens", "cost", "latency", "error"}
+    probs = np.array(prefs["prob_a"])
+    assert ((probs >= 0) & (probs <= 1)).all()
+    # Each query's graph is degree-regular over its own candidates.
+    for q in QRELS:
+        rows = prefs.filter(lambda r, q=q: r["query_id"] == q)
+        ids = list(rows["doc_a_id"]) + list(rows["doc_b_id"])
+        assert set(ids) == set(QRELS[q]) and all(ids.count(d) == 4 for d in QRELS[q])
+    # Graphs are seeded per query: the same query gets the same pairs whatever the other queries.
+    alone = build_pairs(candidates.select([2]), degree=4, seed=0)
+    together = [c for c in build_pairs(candidates, degree=4, seed=0) if c.query_id == "q2"]
+    assert [(c.doc_a_id, c.doc_b_id) for c in alone] == [(c.doc_a_id, c.doc_b_id) for c in together]
+    # Higher grades win more often (the simulated judge reads the qrels).
+    grade = {d: g for docs in QRELS.values() for d, g in docs.items()}
+    diff = np.array([grade[a] - grade[b] for a, b in zip(prefs["doc_a_id"], prefs["doc_b_id"])])
+    assert np.corrcoef(diff, probs)[0, 1] > 0.9
+
+
+def test_failed_pairs_are_listed_never_ties(candidates):
+    good = LiteLLMJudge("openai/gpt-4o-mini", mock_response="SCORE: 0.5", name="good")
+    bad = LiteLLMJudge("openai/gpt-4o-mini", mock_response="I cannot judge this.", max_parse_retries=0, name="bad")
+    result = judge_pairs(candidates.select([0]), bad, degree=2, progress=False)
+    assert len(result.preferences) == 0 and len(result.failed) == result.summary["failed"] == N_DOCS
+    assert all(p is None for p in result.failed["prob_a"]) and len(result.summary["failed_pairs"]) == N_DOCS
+    mixed = judge_pairs(candidates.select([0]), EnsembleJudge([good, bad]), degree=2, progress=False)
+    assert mixed.summary["judged"] == mixed.summary["partially_failed"] == N_DOCS and mixed.summary["failed"] == 0
+    assert all(len(v) == 2 and v[1]["error"] and v[1]["prob_a"] is None for v in mixed.preferences["votes"])
+    per_judge = mixed.summary["per_judge"]
+    assert per_judge["bad"]["failed_votes"] == N_DOCS and per_judge["good"]["votes"] == N_DOCS
+
+
+def test_cross_query_pairs_dataset(candidates):
+    pairs = Dataset.from_list([
+        {"query_id": "q0", "query": "query q0", "doc_a_id": "d0_1", "doc_a": "x", "doc_b_id": "d1_3", "doc_b": "y",
+         "query_b_id": "q1", "query_b": "query q1"},
+        {"query_id": "q2", "query": "query q2", "doc_a_id": "d2_0", "doc_a": "x", "doc_b_id": "d3_4", "doc_b": "y",
+         "query_b_id": "q3", "query_b": "query q3"},
+    ])
+    prefs, summary = judge_pairs(pairs, SimulatedJudge(QRELS, noise_sd=0, uniform_rate=0), progress=False)
+    assert list(prefs["query_b_id"]) == ["q1", "q3"] and summary["pairs"] == 2
+    grade = lambda q, d: QRELS[q][d]  # noqa: E731
+    assert (prefs["prob_a"][0] > 0.5) == (grade("q0", "d0_1") > grade("q1", "d1_3"))
+    with pytest.raises(ValueError, match="lacks column"):
+        judge_pairs(pairs.remove_columns("doc_b"), SimulatedJudge(QRELS), progress=False)
+
+
+def test_dry_run_spends_nothing(candidates, tmp_path):
+    judge = LiteLLMJudge("openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1", rpm=600)
+    result = judge_pairs(candidates, judge, degree=4, cache=tmp_path / "c.sqlite", dry_run=True, progress=False)
+    assert result.preferences is None and result.summary["dry_run"]
+    est = result.summary
+    assert est["calls"] == N_QUERIES * N_DOCS * 2 and est["cost"] > 0 and est["seconds"] == pytest.approx(9.6)
+    assert result.summary["cached"] == 0
+
+
+def test_save_load_card_and_push(candidates, tmp_path, monkeypatch):
+    pushed = {}
+    monkeypatch.setattr("zelo_hf.hub.push_folder", lambda folder, repo_id, **kw: pushed.update(repo=repo_id))
+    judge = EnsembleJudge([SimulatedJudge(QRELS, name="sim-a", seed=1), SimulatedJudge(QRELS, name="sim-b", seed=2)])
+    result = judge_pairs(candidates, judge, degree=4, progress=False)
+    out = save_preference_set(result, tmp_path / "prefs", judge=judge, push_to_hub="me/prefs", source="cands")
+    assert pushed == {"repo": "me/prefs"}
+    loaded = load_dataset(str(out), split="train")
+    assert len(loaded) == len(result.preferences) and loaded.column_names == result.preferences.column_names
+    card = (out / "README.md").read_text()
+    for needle in ("sim-a", "sim-b", "comparison graph degree | 4", "intransitive triangles", "agreement with ensemble"):
+        assert needle in card
+    assert json.loads((out / "judging_summary.json").read_text())["judged"] == len(loaded)
+
+
+def test_cli_judge_from_yaml(candidates, tmp_path):
+    from zelo_hf.cli import main
+
+    candidates.to_parquet(str(tmp_path / "cands.parquet"))
+    config = {"candidates": str(tmp_path / "cands.parquet"), "output_dir": str(tmp_path / "out"), "degree": 4,
+              "judge": [{"type": "simulated", "name": "sim-x", "noise_sd": 0.1}, "simulated"], "progress": False}
+    (tmp_path / "judge.yaml").write_text(yaml.safe_dump(config))
+    assert main(["judge", "--config", str(tmp_path / "judge.yaml"), "--seed", "3"]) == 0
+    prefs = load_dataset(str(tmp_path / "out"), split="train")
+    assert len(prefs) == N_QUERIES * N_DOCS * 2 and {v["judge"] for v in prefs[0]["votes"]} == {"sim-x", "simulated"}
+    summary = json.loads((tmp_path / "out" / "judging_summary.json").read_text())
+    assert summary["seed"] == 3 and summary["degree"] == 4  # YAML sets values, flags override them
+    with pytest.raises(ValueError, match="exactly one of --candidates or --pairs"):
+        main(["judge", "--output_dir", str(tmp_path / "x")])
