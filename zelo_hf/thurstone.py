@@ -362,10 +362,12 @@ def _newton(ch: _Chunk, tol: float, max_iter: int, max_cg: int):
 
 
 def _connected(ch: _Chunk) -> np.ndarray:
+    """Per query: does its comparison graph connect all its documents? (Components never cross queries.)"""
     from scipy.sparse.csgraph import connected_components
 
-    adj = sp.coo_matrix((np.ones(ch.m), (ch.a, ch.b)), shape=(ch.n, ch.n))
-    _, labels = connected_components(adj, directed=False)
+    # the off-diagonal layout already lists both directions of every edge: a symmetric adjacency for free
+    adj = sp.csr_matrix((np.ones(len(ch.offdiag.indices)), ch.offdiag.indices, ch.offdiag.indptr), (ch.n, ch.n))
+    _, labels = connected_components(adj, directed=True, connection="weak")
     return np.minimum.reduceat(labels, ch.starts) == np.maximum.reduceat(labels, ch.starts)
 
 
