@@ -76,16 +76,16 @@ class AblationArguments:
     eval_depth: int = field(default=100, metadata={"help": "BM25 top-k reranked per held-out query."})
     degree: int = field(default=8, metadata={"help": "Degree of the cycle comparison graph (ZELO.md: 8)."})
     noise_sd: float = field(default=0.2, metadata={"help": "Simulated judge noise (ZELO.md: 0.2)."})
-    uniform_rate: float = field(default=0.02, metadata={"help": "Simulated judge uniform-noise rate (ZELO.md: 2%)."})
+    uniform_rate: float = field(default=0.02, metadata={"help": "Simulated judge uniform-noise rate (ZELO.md: 2 percent)."})
     judge_seed: int = field(default=0, metadata={"help": "Seed of the judge's noise and of the graphs."})
     cross_cycles: int = field(
         default=4, metadata={"help": "Calibration: random cycles over queries (each query in 2x this many pairs)."}
     )
-    max_length: int = field(default=160, metadata={"help": "Max tokens of a (query, document) input."})
-    max_query_length: int = field(default=48, metadata={"help": "Max query tokens."})
-    epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
+    max_length: int = field(default=256, metadata={"help": "Max tokens of a (query, document) input."})
+    max_query_length: int = field(default=64, metadata={"help": "Max query tokens."})
+    epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size (rows; contrastive: groups)."})
-    learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate."})
     num_negatives: int = field(default=7, metadata={"help": "Negatives per positive for 'contrastive'."})
     eval_batch_size: int = field(default=128, metadata={"help": "Scoring batch size."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu' or 'cuda'."})
@@ -279,6 +279,9 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
         max_length=args.max_length,
         max_query_length=args.max_query_length,
         seed=seed,
+        # fp32 master weights: transformers 5 loads a checkpoint in its stored dtype, and AdamW updates vanish
+        # in fp16 weights (an fp16 copy of MiniLM then learns nothing); bf16 autocast still runs on CUDA
+        model_init_kwargs={"dtype": "float32"},
         save_strategy="no",
         logging_steps=10,
         use_cpu=device == "cpu",
