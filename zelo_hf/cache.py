@@ -91,9 +91,11 @@ class JudgmentCache:
         failures = [(k, redact(v.judge), _dump(v), now) for k, v in items if not v.ok]
         with self._lock:
             before = self._conn.total_changes
-            self._conn.executemany("INSERT OR IGNORE INTO votes VALUES (?, ?, ?, ?)", answers)
+            if answers:
+                self._conn.executemany("INSERT OR IGNORE INTO votes VALUES (?, ?, ?, ?)", answers)
             stored = self._conn.total_changes - before
-            self._conn.executemany("INSERT INTO failures VALUES (?, ?, ?, ?)", failures)
+            if failures:
+                self._conn.executemany("INSERT INTO failures VALUES (?, ?, ?, ?)", failures)
             self._conn.commit()
         return stored
 

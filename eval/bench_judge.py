@@ -1,0 +1,141 @@
+"""Benchmark the judging pipeline against a local instant OpenAI-compatible server; prints JSON.
+
+For each concurrency (default 64 and 256) it times, in the same run and against the same server:
+
+* ``bare``: a plain ``litellm.acompletion`` loop (semaphore, prebuilt prompts, nothing else);
+* ``pipeline``: :func:`zelo_hf.preferences.judge_pairs` with a :class:`LiteLLMJudge` -- seeded swap, prompt
+  rendering, SQLite cache lookups and one committed row per answer, parsing, and the preference ``Dataset``.
+
+The ratio pipeline / bare is the overhead of everything that protects the bill (target >= 0.8); on a shared
+machine wall-clock rounds are noisy, so rounds are interleaved, the median ratio is reported, and so is the
+client's CPU time per pair (the server runs in its own process), which other processes' load barely moves. Then the
+largest run is repeated from the cache alone (every pair a cache hit, target < 5 s for 10,000 pairs).
+
+    python eval/bench_judge.py --pairs 600 --rounds 5 --cache_pairs 10000 --concurrency 64 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    """The stub server in its own process (so it does not share the client's interpreter lock)."""
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "openai_stub_server.py"), "--answer", "SCORE: 0.5", "--lifetime", "900"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    port = int(server.stdout.readline())
+    return server, f"http://127.0.0.1:{port}/v1"
+
+
+def make_pairs(n: int, tag: str):
+    from zelo_hf.judges import Comparison
+
+    return [Comparison(f"query {tag} {i % 97}", f"document A {tag} {i} " * 20, f"document B {tag} {i} " * 20, None,
+                       f"q{i % 97}", f"{tag}a{i}", f"{tag}b{i}") for i in range(n)]
+
+
+async def bare_loop(url: str, messages: list, concurrency: int) -> float:
+    import litellm
+
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(m):
+        async with semaphore:
+            # The very request LiteLLMJudge sends (same arguments), so the ratio measures only the pipeline's work.
+            return await litellm.acompletion(model="openai/stub", messages=m, api_base=url, api_key="no-key-needed",
+                                             temperature=0.0, max_tokens=256, timeout=60.0, max_retries=0,
+                                             num_retries=0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(m) for m in messages))
+    return time.perf_counter() - start
+
+
+def pipeline(url: str, pairs, concurrency: int, cache_path: str):
+    from zelo_hf.judges import LiteLLMJudge
+    from zelo_hf.preferences import judge_pairs
+
+    judge = LiteLLMJudge("openai/stub", api_base=url, cost_per_token=(1e-7, 4e-7))
+    start = time.perf_counter()
+    result = judge_pairs(pairs, judge, cache=cache_path, concurrency=concurrency, progress=False)
+    return time.perf_counter() - start, result.summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=600, help="pairs per throughput run")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved bare/pipeline rounds (medians reported)")
+    parser.add_argument("--cache_pairs", type=int, default=10_000, help="pairs of the cache-hit rerun")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    args = parser.parse_args(argv)
+
+    import litellm
+
+    from zelo_hf.judges import LiteLLMJudge
+
+    litellm.suppress_debug_info = True
+    server, url = start_server()
+    tmp = tempfile.mkdtemp(prefix="bench_judge_")
+    out: dict = {"server": "tests/openai_stub_server.py (ThreadingHTTPServer, own process, instant answers)",
+                 "pairs": args.pairs, "rounds": args.rounds, "cpu_count": os.cpu_count(),
+                 "load_average": os.getloadavg()[0], "runs": []}
+    try:
+        render = LiteLLMJudge("openai/stub")
+        pipeline(url, make_pairs(200, "warm"), 64, f"{tmp}/warm.sqlite")  # first-call imports and connections
+        asyncio.run(bare_loop(url, [render.messages(c, False) for c in make_pairs(200, "warmb")], 64))
+        for concurrency in args.concurrency:
+            bare, piped, bare_cpu, piped_cpu = [], [], [], []
+            for round_ in range(args.rounds):  # interleaved rounds: a shared machine's load hits both alike
+                tag = f"c{concurrency}r{round_}"
+                messages = [render.messages(c, render.swap_for(c)) for c in make_pairs(args.pairs, tag + "bare")]
+                cpu = time.process_time()
+                bare.append(args.pairs / asyncio.run(bare_loop(url, messages, concurrency)))
+                bare_cpu.append((time.process_time() - cpu) / args.pairs)
+                cpu = time.process_time()
+                pipe_s, summary = pipeline(url, make_pairs(args.pairs, tag), concurrency, f"{tmp}/{tag}.sqlite")
+                piped_cpu.append((time.process_time() - cpu) / args.pairs)
+                assert summary["judged"] == args.pairs and summary["calls"] == args.pairs, summary
+                piped.append(args.pairs / pipe_s)
+            ratios = [p / b for p, b in zip(piped, bare)]
+            out["runs"].append({
+                "concurrency": concurrency, "bare_pairs_per_s": round(float(np.median(bare)), 1),
+                "pipeline_pairs_per_s": round(float(np.median(piped)), 1),
+                "ratio": round(float(np.median(ratios)), 3),  # median of the per-round ratios
+                "ratio_per_round": [round(r, 3) for r in ratios],
+                # Client CPU per pair (the server runs in its own process): what the pipeline adds, load-independent.
+                "bare_cpu_ms_per_pair": round(1e3 * float(np.median(bare_cpu)), 3),
+                "pipeline_cpu_ms_per_pair": round(1e3 * float(np.median(piped_cpu)), 3),
+                "cpu_ratio": round(float(np.median(bare_cpu) / np.median(piped_cpu)), 3),
+            })
+        # Cache-hit rerun: fill a cache with cache_pairs answers, then judge the same pairs again.
+        pairs = make_pairs(args.cache_pairs, "cache")
+        fill_s, _ = pipeline(url, pairs, max(args.concurrency), f"{tmp}/cache.sqlite")
+        rerun_s, summary = pipeline(url, pairs, max(args.concurrency), f"{tmp}/cache.sqlite")
+        assert summary["calls"] == 0 and summary["cached"] == args.cache_pairs, summary
+        out["cache_rerun"] = {"pairs": args.cache_pairs, "fill_seconds": round(fill_s, 2),
+                              "rerun_seconds": round(rerun_s, 2), "calls": summary["calls"]}
+    finally:
+        server.kill()
+        server.wait()
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
