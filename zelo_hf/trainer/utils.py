@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,9 +261,9 @@ class RerankerTrainer(_import_trainer()):
     def _load_model(self, model, args, processing_class, peft_config):
         from ..modeling import load_reranker, prepare_model_and_tokenizer
 
-        if isinstance(model, str):
+        if isinstance(model, (str, os.PathLike)):
             model, processing_class = load_reranker(
-                model, head=args.head, task=self._task, **_parse_init_kwargs(args.model_init_kwargs)
+                str(model), head=args.head, task=self._task, **_parse_init_kwargs(args.model_init_kwargs)
             )
         else:
             if args.model_init_kwargs:
