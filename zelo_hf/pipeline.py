@@ -345,7 +345,7 @@ def build_candidates(args: ZerankArguments, data, query_ids: list[str], top_k: i
     if args.first_stage == "embedder":
         return dense
     sparse = first_stage.bm25_candidates(data, k=top_k, query_ids=query_ids)
-    return first_stage.reciprocal_rank_fusion([sparse, dense], k=top_k)
+    return first_stage.reciprocal_rank_fusion([sparse, dense], top_k=top_k)
 
 
 def build_judge(args: ZerankArguments, qrels: dict[str, dict[str, int]]):
