@@ -38,6 +38,13 @@ def ok(content: str, logprobs: dict[str, float] | None = None) -> Action:
 REFUSAL = "I'm sorry, but I can't help with comparing these documents."
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections under 64-256 concurrent clients, which then wait
+    # for TCP's SYN retries (1 s, 3 s, ...): a benchmark would measure the kernel, not the client.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class StubOpenAIServer:
     """OpenAI-compatible stub; use as a context manager or call ``start()`` / ``stop()``.
 
@@ -61,8 +68,7 @@ class StubOpenAIServer:
         self.prompts: dict[str, str] = {}
         self.total = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
 

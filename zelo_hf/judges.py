@@ -127,7 +127,8 @@ def _digest(*parts: Any) -> bytes:
 class Judge:
     """Base class: ``acompare`` one pair (async); ``acompare_many`` / ``compare_many`` for a batch.
 
-    Subclasses with a vectorised path override :meth:`judge_batch` (synchronous, whole batch at once).
+    A subclass implements :meth:`acompare` (one pair, async) or :meth:`judge_batch` (synchronous, vectorised over
+    the whole batch), or both; each default delegates to the other.
     ``cacheable`` judges (paid calls) get their votes stored in a :class:`zelo_hf.cache.JudgmentCache`.
     """
 

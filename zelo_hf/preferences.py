@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -115,13 +116,15 @@ async def _run_calls(runs: list[_LeafRun], pairs: list[Comparison], cache, concu
     """Every missing vote of every judge through one pool of ``concurrency`` workers; each answer cached at once."""
     from tqdm.auto import tqdm
 
-    tasks: list[tuple[int, list[int]]] = []  # (run index, pair indices sharing one cache key / call)
+    per_run: list[list[tuple[int, list[int]]]] = []  # (run index, pair indices sharing one cache key / call)
     for r, run in enumerate(runs):
         groups: dict[Any, list[int]] = {}
         for i, vote in enumerate(run.votes):
             if vote is None:
                 groups.setdefault(run.keys[i] if run.keys[i] is not None else ("pair", i), []).append(i)
-        tasks += [(r, idx) for idx in groups.values()]
+        per_run.append([(r, idx) for idx in groups.values()])
+    # Interleave the judges so that one judge's rate limit never idles the workers the others could use.
+    tasks = [t for group in itertools.zip_longest(*per_run) for t in group if t is not None]
     if not tasks:
         return
     bar = tqdm(total=len(tasks), desc="judging", disable=not progress, unit="call")
@@ -151,8 +154,9 @@ def _prepare_runs(judge: Judge, pairs: list[Comparison], cache) -> list[_LeafRun
         votes: list[Vote | None] = [None] * len(pairs)
         keys: list[str | None] = [None] * len(pairs)
         run = _LeafRun(leaf, votes, keys)
-        if leaf.cacheable and cache is not None:
+        if leaf.cacheable:  # keys also merge repeated pairs into one call when there is no cache
             keys[:] = [leaf.cache_key(c, leaf.swap_for(c)) for c in pairs]
+        if leaf.cacheable and cache is not None:
             hits = cache.get_many(k for k in keys if k is not None)
             for i, key in enumerate(keys):
                 if key in hits:
