@@ -65,6 +65,13 @@ def _setup(cfg: dict) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def _quiet(trainer) -> None:
+    """Keep stdout for the JSON result: drop the Trainer's log printer."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 def _train_args(cls, cfg: dict, out: str, **extra):
     return cls(
         output_dir=out,
@@ -93,6 +100,7 @@ def train_zelo(cfg: dict, queue) -> None:
     with tempfile.TemporaryDirectory() as out:
         args = _train_args(PointwiseConfig, cfg, out, max_length=cfg["max_length"])
         trainer = PointwiseTrainer(cfg["model"], args=args, train_dataset=Dataset.from_dict(cfg["rows"]))
+        _quiet(trainer)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -119,6 +127,7 @@ def train_st(cfg: dict, queue) -> None:
     with tempfile.TemporaryDirectory() as out:
         args = _train_args(CrossEncoderTrainingArguments, cfg, out)
         trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=MSELoss(model))
+        _quiet(trainer)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -208,6 +217,7 @@ def qwen3_tokens(cfg: dict, queue) -> None:
         n_tokens = int(batch["attention_mask"].sum())
         args = _train_args(PointwiseConfig, cfg, path + "/out", max_length=cfg["max_length"], head="causal")
         trainer = PointwiseTrainer(model, args=args, processing_class=tok, train_dataset=Dataset.from_dict(rows))
+        _quiet(trainer)
         start = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - start
