@@ -248,21 +248,25 @@ def _st_version() -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------- encoding
 
 
-def truncate_texts(tokenizer, texts: list[str], max_tokens: int | list[int]) -> tuple[list[str], list[int]]:
+def truncate_texts(tokenizer, texts: list[str], max_tokens: int | list[int]) -> tuple[list[str], list[int | None]]:
     """Cut each text to its first ``max_tokens`` tokens at a token boundary of the original string.
 
-    Returns the texts and their token counts (after the cut). Cutting the string (not the ids) keeps the
-    final tokenization to one call of the tokenizer, exactly as sentence-transformers encodes an uncut pair.
+    Returns the texts and their token counts after the cut (``None`` for texts too short to need counting).
+    Cutting the string (not the ids) keeps the final tokenization to one call of the tokenizer, exactly as
+    sentence-transformers encodes an uncut pair. A text of ``b`` UTF-8 bytes has at most ``b + 1`` tokens
+    (byte-level BPE, WordPiece, SentencePiece's leading piece), so only longer texts are tokenized here.
     """
     limits = [max_tokens] * len(texts) if isinstance(max_tokens, int) else list(max_tokens)
-    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    out, lengths = [], []
-    for text, offsets, limit in zip(texts, enc["offset_mapping"], limits):
-        limit = max(int(limit), 0)
+    out, lengths = list(texts), [None] * len(texts)
+    todo = [i for i, (t, lim) in enumerate(zip(texts, limits)) if len(t.encode("utf-8")) + 1 > lim]
+    if not todo:
+        return out, lengths
+    enc = tokenizer([texts[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True)
+    for i, offsets in zip(todo, enc["offset_mapping"]):
+        limit = max(int(limits[i]), 0)
         if len(offsets) > limit:
-            text = text[: offsets[limit - 1][1]] if limit > 0 else ""
-        out.append(text)
-        lengths.append(min(len(offsets), limit))
+            out[i] = texts[i][: offsets[limit - 1][1]] if limit > 0 else ""
+        lengths[i] = min(len(offsets), limit)
     return out, lengths
 
 
@@ -286,7 +290,7 @@ def _tensors(tokenizer, *texts, **kwargs):
 
 def encode_pointwise(tokenizer, queries, docs, head: str, max_length: int, max_query_length: int):
     """Tokenize (query, document) pairs; only documents are truncated, queries are cut to ``max_query_length``."""
-    queries, q_lens = truncate_texts(tokenizer, list(queries), max_query_length)
+    queries, _ = truncate_texts(tokenizer, list(queries), max_query_length)
     docs = list(docs)
     if head == "causal":
         budgets = [max_length - n for n in _chat_overhead(tokenizer, queries)]
@@ -300,12 +304,13 @@ def encode_pairwise(tokenizer, queries, docs_a, docs_b, head: str, max_length: i
 
     Each document gets half of the tokens left after the query, so neither is cut away entirely.
     """
-    queries, q_lens = truncate_texts(tokenizer, list(queries), max_query_length)
+    queries, _ = truncate_texts(tokenizer, list(queries), max_query_length)
     if head == "causal":
         overhead = _chat_overhead(tokenizer, queries, n_docs=2)
     else:
         joiner = f" {tokenizer.sep_token} " if tokenizer.sep_token else "\n\n"
         fixed = tokenizer.num_special_tokens_to_add(pair=True) + (1 if tokenizer.sep_token else 2)
+        q_lens = [len(ids) for ids in tokenizer(queries, add_special_tokens=False)["input_ids"]]
         overhead = [n + fixed for n in q_lens]
     budgets = [(max_length - n) // 2 for n in overhead]
     docs_a, _ = truncate_texts(tokenizer, list(docs_a), budgets)
