@@ -30,7 +30,7 @@ def lora_trainer(tmp_path, model_path, target_modules, **kwargs):
 
 
 def test_lora_trains_and_saves_the_classification_head(tmp_path, tiny_bert_path):
-    trainer, data = lora_trainer(tmp_path, tiny_bert_path, ["query", "value"])
+    trainer, data = lora_trainer(tmp_path, tiny_bert_path, ["query", "value"], gradient_checkpointing=True)
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert any("classifier" in n for n in trainable) and any("lora_" in n for n in trainable)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
