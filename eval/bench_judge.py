@@ -53,6 +53,8 @@ def make_pairs(n: int, tag: str):
 async def bare_loop(url: str, messages: list, concurrency: int) -> float:
     import litellm
 
+    from zelo_hf.judges import flush_litellm_logging
+
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(m):
@@ -64,6 +66,7 @@ async def bare_loop(url: str, messages: list, concurrency: int) -> float:
 
     start = time.perf_counter()
     await asyncio.gather(*(one(m) for m in messages))
+    await flush_litellm_logging()  # as judge_pairs does: each loop pays for its own litellm callbacks
     return time.perf_counter() - start
 
 

@@ -457,6 +457,19 @@ class LiteLLMJudge(Judge):
                 "cost": self._cost(prompt_tokens, completion_tokens), "seconds": seconds}
 
 
+async def flush_litellm_logging() -> None:
+    """Let litellm finish its queued logging callbacks inside this event loop.
+
+    litellm runs a success callback per call in a background queue; left pending when ``asyncio.run`` returns,
+    they are carried into the next event loop (a warning each time) and cost CPU there instead of here.
+    """
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:  # a litellm without the worker: nothing queued
+        return
+    await GLOBAL_LOGGING_WORKER.flush()
+
+
 async def _with_timeout(coro, seconds: float):
     """A hard deadline on top of the HTTP client's own timeout (``asyncio.timeout`` avoids wait_for's extra task)."""
     if hasattr(asyncio, "timeout"):  # Python >= 3.11

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .judges import Comparison, EnsembleJudge, Judge, Vote, combine_votes, redact
+from .judges import Comparison, EnsembleJudge, Judge, LiteLLMJudge, Vote, combine_votes, flush_litellm_logging, redact
 from .utils import get_logger, producing_command
 
 logger = get_logger(__name__)
@@ -146,6 +146,8 @@ async def _run_calls(runs: list[_LeafRun], pairs: list[Comparison], cache, concu
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(tasks)))))
     finally:
         bar.close()
+    if any(isinstance(run.judge, LiteLLMJudge) for run in runs):
+        await flush_litellm_logging()
 
 
 def _prepare_runs(judge: Judge, pairs: list[Comparison], cache) -> list[_LeafRun]:
