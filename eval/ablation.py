@@ -76,7 +76,9 @@ class AblationArguments:
     eval_depth: int = field(default=100, metadata={"help": "BM25 top-k reranked per held-out query."})
     degree: int = field(default=8, metadata={"help": "Degree of the cycle comparison graph (ZELO.md: 8)."})
     noise_sd: float = field(default=0.2, metadata={"help": "Simulated judge noise (ZELO.md: 0.2)."})
-    uniform_rate: float = field(default=0.02, metadata={"help": "Simulated judge uniform-noise rate (ZELO.md: 2 percent)."})
+    uniform_rate: float = field(
+        default=0.02, metadata={"help": "Simulated judge uniform-noise rate (ZELO.md: 2 percent)."}
+    )
     judge_seed: int = field(default=0, metadata={"help": "Seed of the judge's noise and of the graphs."})
     cross_cycles: int = field(
         default=4, metadata={"help": "Calibration: random cycles over queries (each query in 2x this many pairs)."}
@@ -87,6 +89,13 @@ class AblationArguments:
     batch_size: int = field(default=32, metadata={"help": "Training batch size (rows; contrastive: groups)."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate."})
     num_negatives: int = field(default=7, metadata={"help": "Negatives per positive for 'contrastive'."})
+    contrastive_groups_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Groups (1 positive + negatives) per contrastive step; default batch_size // (1 + num_negatives), "
+            "so a step reads about as many documents as the other arms' steps."
+        },
+    )
     eval_batch_size: int = field(default=128, metadata={"help": "Scoring batch size."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu' or 'cuda'."})
 
@@ -256,6 +265,13 @@ def _device(args: AblationArguments) -> str:
     return args.device
 
 
+def _batch_size(arm: str, args: AblationArguments) -> int:
+    """Rows per step; a contrastive row is a group of ``1 + num_negatives`` documents."""
+    if arm != "contrastive":
+        return args.batch_size
+    return args.contrastive_groups_per_batch or max(1, args.batch_size // (1 + args.num_negatives))
+
+
 def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, args: AblationArguments, out: Path):
     """Fine-tune the base model with the arm's objective and evaluate it reranking the held-out candidates."""
     import torch
@@ -273,7 +289,7 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
         target_transform="standardize",
         num_negatives=args.num_negatives,
         num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
+        per_device_train_batch_size=_batch_size(arm, args),
         learning_rate=args.learning_rate,
         warmup_steps=0.1,  # a float < 1 is a ratio of the total steps (transformers 5)
         max_length=args.max_length,
@@ -423,7 +439,8 @@ def report(results: dict[str, Any], args: AblationArguments) -> str:
         f"Base model: {results['base_model']}. BM25 top-{args.judge_depth} judged per training query (degree "
         f"{args.degree} cycles; dense = all pairs), top-{args.train_depth} trained on, held-out BM25 top-"
         f"{args.eval_depth} reranked; max_length {args.max_length} (query {args.max_query_length}), "
-        f"{args.epochs:g} epoch(s), batch {args.batch_size}, lr {args.learning_rate:g}, seeds {args.seeds}; judge "
+        f"{args.epochs:g} epoch(s), batch {args.batch_size} (contrastive: {_batch_size('contrastive', args)} groups of "
+        f"{1 + args.num_negatives}), lr {args.learning_rate:g}, seeds {args.seeds}; judge "
         f"noise sd {args.noise_sd}, uniform {args.uniform_rate:.0%}. Metrics: pytrec_eval, linear gains. "
         "`comparisons` = judge comparisons (graph pairs + cross-query calibration pairs); the binary and "
         "contrastive arms read the training queries' qrels directly. Recall@100 of a top-100 rerank equals BM25's.",

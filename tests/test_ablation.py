@@ -130,3 +130,9 @@ def test_bad_arguments(ablation):
         ablation.AblationArguments(train_depth=50, judge_depth=20)
     with pytest.raises(FileNotFoundError, match="no committed split for dataset 'nfcorpus'"):
         ablation.load_split("nfcorpus")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "eval" / "configs").glob("ablation_*.yaml")), ids=lambda p: p.name)
+def test_configs_parse(ablation, path):
+    (args,) = ablation.make_parser().parse_args_and_config(["--config", str(path)])
+    assert args.seeds and set(args.arms) <= set(ablation.ARMS)
