@@ -146,7 +146,10 @@ def infer_zelo(cfg: dict, queue) -> None:
 
     from zelo_hf.modeling import load_reranker, score_pairs
 
-    model, tok = load_reranker(cfg["saved"])
+    import torch
+
+    # Same dtype as the CrossEncoder side (bf16 weights on a bf16 GPU), so the ratio compares code, not precision.
+    model, tok = load_reranker(cfg["saved"], dtype=torch.bfloat16 if cfg["bf16"] else None)
     model.to(cfg["device"])
     queries, docs = cfg["rows"]["query"], cfg["rows"]["doc"]
     score_pairs(model, tok, queries[:8], docs[:8], batch_size=8, max_length=cfg["max_length"])  # warm-up
