@@ -143,10 +143,9 @@ def train_st(cfg: dict, queue) -> None:
 def infer_zelo(cfg: dict, queue) -> None:
     _setup(cfg)
     import numpy as np
+    import torch
 
     from zelo_hf.modeling import load_reranker, score_pairs
-
-    import torch
 
     # Same dtype as the CrossEncoder side (bf16 weights on a bf16 GPU), so the ratio compares code, not precision.
     model, tok = load_reranker(cfg["saved"], dtype=torch.bfloat16 if cfg["bf16"] else None)
