@@ -80,3 +80,12 @@ def test_cli_errors(tmp_path, tiny_bert_path):
     with pytest.raises(ValueError, match="`column_map` must look like"):
         train_pointwise.parse_column_map("query")
     assert train_pointwise.parse_column_map("question:query, passage:doc") == {"question": "query", "passage": "doc"}
+
+
+@pytest.mark.parametrize("command", ["train-pointwise", "train-pairwise"])
+def test_cli_help_lists_options(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--dataset_name" in out and "--head" in out and "--use_peft" in out and "--max_query_length" in out

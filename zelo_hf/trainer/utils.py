@@ -199,8 +199,8 @@ def lora_config_from_model_args(model_args):
 
 
 def format_hparams(args) -> dict[str, Any]:
-    """The hyper-parameters a card shows."""
-    keys = (
+    """The hyper-parameters a card shows (only the objective's own knobs; enums as their values)."""
+    keys = [
         "learning_rate",
         "per_device_train_batch_size",
         "gradient_accumulation_steps",
@@ -215,11 +215,16 @@ def format_hparams(args) -> dict[str, Any]:
         "seed",
         "loss_type",
         "target_transform",
-        "temperature",
-        "num_negatives",
         "symmetrize",
-    )
-    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    ]
+    loss_type = getattr(args, "loss_type", None)
+    if loss_type == "contrastive" or getattr(args, "target_transform", None) == "sigmoid":
+        keys.append("temperature")
+    if loss_type == "contrastive":
+        keys.append("num_negatives")
+    if loss_type in ("binary", "contrastive"):
+        keys.remove("target_transform")
+    return {k: getattr(getattr(args, k), "value", getattr(args, k)) for k in keys if hasattr(args, k)}
 
 
 # ----------------------------------------------------------------------------------------------- shared trainer
@@ -369,7 +374,12 @@ class RerankerTrainer(_import_trainer()):
         logs = [e for e in self.state.log_history if any(k.startswith("eval_") for k in e)]
         if not logs:
             return {}
-        return {k: float(v) for k, v in logs[-1].items() if k.startswith("eval_") and isinstance(v, (int, float))}
+        timing = ("_runtime", "_per_second", "preparation_time")
+        return {
+            k: float(v)
+            for k, v in logs[-1].items()
+            if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(timing)
+        }
 
     def push_to_hub(
         self,
