@@ -79,3 +79,22 @@ def test_errors_name_the_field(tiny_bert_path):
         load_reranker(tiny_bert_path, head="pooling")
     with pytest.raises(ValueError, match="'Yes'.*not in the vocabulary"):
         load_reranker(tiny_bert_path, head="causal")
+
+
+def test_scores_through_a_ddp_style_wrapper(tiny_bert_path):
+    import torch
+
+    from zelo_hf.modeling import encode_pointwise, forward_scores
+
+    class Wrapper(torch.nn.Module):  # DDP and DeepSpeed engines expose the model as `.module`, not `.config`
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, **kwargs):
+            return self.module(**kwargs)
+
+    model, tok = load_reranker(tiny_bert_path)
+    batch = encode_pointwise(tok, QUERIES, DOCS, "classification", 64, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(forward_scores(Wrapper(model), batch), forward_scores(model, batch))

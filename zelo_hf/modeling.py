@@ -63,9 +63,16 @@ def resolve_head(config, head: str = "auto") -> str:
     return "causal" if archs and archs[0].endswith("ForCausalLM") else "classification"
 
 
+def model_config(model):
+    """The ``PretrainedConfig`` of a model, also through DDP / DeepSpeed (``.module``) and peft wrappers."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return model.config
+
+
 def model_head(model) -> str:
-    """The head recorded on a model loaded by :func:`load_reranker` (also through a peft wrapper)."""
-    head = getattr(model.config, "zelo_head", None)
+    """The head recorded on a model loaded by :func:`load_reranker` (also through peft / DDP wrappers)."""
+    head = getattr(model_config(model), "zelo_head", None)
     if head not in HEADS[1:]:
         raise ValueError(
             f"model has no `zelo_head` in its config (got {head!r}): load it with `zelo_hf.modeling.load_reranker`."
@@ -330,7 +337,7 @@ def forward_scores(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     if model_head(model) == "causal":
         logits = model(**model_inputs, logits_to_keep=1).logits
-        return logits[:, -1, model.config.zelo_true_token_id].float()
+        return logits[:, -1, model_config(model).zelo_true_token_id].float()
     return model(**model_inputs).logits.squeeze(-1).float()
 
 
