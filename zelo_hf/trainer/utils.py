@@ -167,7 +167,7 @@ def classification_head_names(model) -> list[str]:
     return names
 
 
-def attach_lora(model, peft_config, head: str):
+def attach_lora(model, peft_config, head: str, zero3: bool = False):
     """Wrap ``model`` with peft; a classification head is trained and saved with the adapter (``modules_to_save``).
 
     Without it the freshly initialised head would stay random and be missing from the saved adapter (the
@@ -178,7 +178,8 @@ def attach_lora(model, peft_config, head: str):
     if head == "classification":
         names = classification_head_names(model)
         peft_config.modules_to_save = sorted(set(peft_config.modules_to_save or []) | set(names))
-    return get_peft_model(model, peft_config)
+    # ZeRO-3 gathers parameters in the dtype of the first one: keep adapters in the base dtype (trl#6089).
+    return get_peft_model(model, peft_config, autocast_adapter_dtype=not zero3)
 
 
 def lora_config_from_model_args(model_args):
@@ -277,7 +278,9 @@ class RerankerTrainer(_import_trainer()):
                 raise ValueError("`processing_class` (the tokenizer) is required when `model` is a loaded model.")
             model, processing_class = prepare_model_and_tokenizer(model, processing_class, args.head, self._task)
         if peft_config is not None:
-            model = attach_lora(model, peft_config, model.config.zelo_head)
+            plugin = getattr(args, "deepspeed_plugin", None)
+            zero3 = plugin is not None and getattr(plugin, "zero_stage", None) == 3
+            model = attach_lora(model, peft_config, model.config.zelo_head, zero3=zero3)
             if args.gradient_checkpointing:
                 model.enable_input_require_grads()
         return model, processing_class
