@@ -153,15 +153,15 @@ def tiny_cross_encoder(tmp_path_factory, minilm):
 @pytest.fixture(scope="module")
 def scifact_small():
     data = load_retrieval_data("scifact", "test")
-    qids = sorted(data.qrels)[:6]
+    qids = sorted(data.qrels)[:4]
     sub = data.subset(qids)
     rng = random.Random(0)
     pool = sorted(data.corpus)
     rows = []
     for q in qids:
         # positives + negatives that are positives of other queries (scientific abstracts) + random ones
-        ids = list(dict.fromkeys(list(data.qrels[q]) + [d for o in sorted(data.qrels)[6:30] for d in data.qrels[o]]))
-        ids = list(dict.fromkeys(ids + rng.sample(pool, 10)))
+        ids = list(dict.fromkeys(list(data.qrels[q]) + [d for o in sorted(data.qrels)[4:16] for d in data.qrels[o]]))
+        ids = list(dict.fromkeys(ids + rng.sample(pool, 6)))
         rng.shuffle(ids)
         scores = [float(len(ids) - i) for i in range(len(ids))]
         rows.append({"query_id": q, "query": data.queries[q], "doc_ids": ids, "docs": [data.doc_text(i) for i in ids],
