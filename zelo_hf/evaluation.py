@@ -287,20 +287,15 @@ def rerank_candidates(
         raise ValueError(f"`top_k` must be >= 1 or None (got top_k={top_k}): pass e.g. top_k=100.")
     rows = _rows(candidates)
     score_fn = as_score_fn(scorer, batch_size=batch_size, kind=kind, max_length=max_length)
-    queries, docs, owners = [], [], []
-    for i, row in enumerate(rows):
-        n = len(row["doc_ids"]) if top_k is None else min(top_k, len(row["doc_ids"]))
-        queries += [row["query"]] * n
-        docs += list(row["docs"][:n])
-        owners += [i] * n
+    counts = [len(r["doc_ids"]) if top_k is None else min(top_k, len(r["doc_ids"])) for r in rows]
+    queries = [r["query"] for r, n in zip(rows, counts) for _ in range(n)]
+    docs = [d for r, n in zip(rows, counts) for d in r["docs"][:n]]
     scores = np.asarray(score_fn(queries, docs), dtype=np.float64) if queries else np.zeros(0)
-    owners_arr = np.asarray(owners, dtype=np.int64)
     run: Run = {}
-    for i, row in enumerate(rows):
-        mine = scores[owners_arr == i]
+    for row, mine in zip(rows, np.split(scores, np.cumsum(counts)[:-1])):
         ranked = {str(d): float(s) for d, s in zip(row["doc_ids"], mine)}
         rest = [str(d) for d in row["doc_ids"][len(mine) :]]
-        floor = (min(mine) if len(mine) else 0.0) - 1.0
+        floor = (float(mine.min()) if len(mine) else 0.0) - 1.0
         ranked.update({d: floor - j for j, d in enumerate(rest)})
         run[str(row["query_id"])] = ranked
     return run
