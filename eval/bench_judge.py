@@ -37,7 +37,8 @@ def start_server() -> tuple[subprocess.Popen, str]:
     """The stub server in its own process (so it does not share the client's interpreter lock)."""
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "openai_stub_server.py"), "--answer", "SCORE: 0.5", "--lifetime", "900"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     port = int(server.stdout.readline())
     return server, f"http://127.0.0.1:{port}/v1"
@@ -46,8 +47,18 @@ def start_server() -> tuple[subprocess.Popen, str]:
 def make_pairs(n: int, tag: str):
     from zelo_hf.judges import Comparison
 
-    return [Comparison(f"query {tag} {i % 97}", f"document A {tag} {i} " * 20, f"document B {tag} {i} " * 20, None,
-                       f"q{i % 97}", f"{tag}a{i}", f"{tag}b{i}") for i in range(n)]
+    return [
+        Comparison(
+            f"query {tag} {i % 97}",
+            f"document A {tag} {i} " * 20,
+            f"document B {tag} {i} " * 20,
+            None,
+            f"q{i % 97}",
+            f"{tag}a{i}",
+            f"{tag}b{i}",
+        )
+        for i in range(n)
+    ]
 
 
 async def bare_loop(url: str, messages: list, concurrency: int) -> float:
@@ -60,9 +71,17 @@ async def bare_loop(url: str, messages: list, concurrency: int) -> float:
     async def one(m):
         async with semaphore:
             # The very request LiteLLMJudge sends (same arguments), so the ratio measures only the pipeline's work.
-            return await litellm.acompletion(model="openai/stub", messages=m, api_base=url, api_key="no-key-needed",
-                                             temperature=0.0, max_tokens=256, timeout=60.0, max_retries=0,
-                                             num_retries=0)
+            return await litellm.acompletion(
+                model="openai/stub",
+                messages=m,
+                api_base=url,
+                api_key="no-key-needed",
+                temperature=0.0,
+                max_tokens=256,
+                timeout=60.0,
+                max_retries=0,
+                num_retries=0,
+            )
 
     start = time.perf_counter()
     await asyncio.gather(*(one(m) for m in messages))
@@ -95,9 +114,14 @@ def main(argv: list[str] | None = None) -> dict:
     litellm.suppress_debug_info = True
     server, url = start_server()
     tmp = tempfile.mkdtemp(prefix="bench_judge_")
-    out: dict = {"server": "tests/openai_stub_server.py (ThreadingHTTPServer, own process, instant answers)",
-                 "pairs": args.pairs, "rounds": args.rounds, "cpu_count": os.cpu_count(),
-                 "load_average": os.getloadavg()[0], "runs": []}
+    out: dict = {
+        "server": "tests/openai_stub_server.py (ThreadingHTTPServer, own process, instant answers)",
+        "pairs": args.pairs,
+        "rounds": args.rounds,
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+        "runs": [],
+    }
     try:
         render = LiteLLMJudge("openai/stub")
         pipeline(url, make_pairs(200, "warm"), 64, f"{tmp}/warm.sqlite")  # first-call imports and connections
@@ -107,32 +131,45 @@ def main(argv: list[str] | None = None) -> dict:
             for round_ in range(args.rounds):  # interleaved rounds: a shared machine's load hits both alike
                 tag = f"c{concurrency}r{round_}"
                 messages = [render.messages(c, render.swap_for(c)) for c in make_pairs(args.pairs, tag + "bare")]
-                cpu = time.process_time()
-                bare.append(args.pairs / asyncio.run(bare_loop(url, messages, concurrency)))
-                bare_cpu.append((time.process_time() - cpu) / args.pairs)
-                cpu = time.process_time()
-                pipe_s, summary = pipeline(url, make_pairs(args.pairs, tag), concurrency, f"{tmp}/{tag}.sqlite")
-                piped_cpu.append((time.process_time() - cpu) / args.pairs)
-                assert summary["judged"] == args.pairs and summary["calls"] == args.pairs, summary
-                piped.append(args.pairs / pipe_s)
+                pairs = make_pairs(args.pairs, tag)
+                # Alternate which goes first, and let litellm's callback threads of the previous loop settle, so
+                # neither side pays for the other's leftovers.
+                for which in ("bare", "pipeline") if round_ % 2 == 0 else ("pipeline", "bare"):
+                    time.sleep(1.0)
+                    cpu = time.process_time()
+                    if which == "bare":
+                        bare.append(args.pairs / asyncio.run(bare_loop(url, messages, concurrency)))
+                        bare_cpu.append((time.process_time() - cpu) / args.pairs)
+                    else:
+                        pipe_s, summary = pipeline(url, pairs, concurrency, f"{tmp}/{tag}.sqlite")
+                        piped_cpu.append((time.process_time() - cpu) / args.pairs)
+                        assert summary["judged"] == args.pairs and summary["calls"] == args.pairs, summary
+                        piped.append(args.pairs / pipe_s)
             ratios = [p / b for p, b in zip(piped, bare)]
-            out["runs"].append({
-                "concurrency": concurrency, "bare_pairs_per_s": round(float(np.median(bare)), 1),
-                "pipeline_pairs_per_s": round(float(np.median(piped)), 1),
-                "ratio": round(float(np.median(ratios)), 3),  # median of the per-round ratios
-                "ratio_per_round": [round(r, 3) for r in ratios],
-                # Client CPU per pair (the server runs in its own process): what the pipeline adds, load-independent.
-                "bare_cpu_ms_per_pair": round(1e3 * float(np.median(bare_cpu)), 3),
-                "pipeline_cpu_ms_per_pair": round(1e3 * float(np.median(piped_cpu)), 3),
-                "cpu_ratio": round(float(np.median(bare_cpu) / np.median(piped_cpu)), 3),
-            })
+            out["runs"].append(
+                {
+                    "concurrency": concurrency,
+                    "bare_pairs_per_s": round(float(np.median(bare)), 1),
+                    "pipeline_pairs_per_s": round(float(np.median(piped)), 1),
+                    "ratio": round(float(np.median(ratios)), 3),  # median of the per-round ratios
+                    "ratio_per_round": [round(r, 3) for r in ratios],
+                    # Client CPU per pair (the server runs in its own process): what the pipeline adds, load-independent.
+                    "bare_cpu_ms_per_pair": round(1e3 * float(np.median(bare_cpu)), 3),
+                    "pipeline_cpu_ms_per_pair": round(1e3 * float(np.median(piped_cpu)), 3),
+                    "cpu_ratio": round(float(np.median(bare_cpu) / np.median(piped_cpu)), 3),
+                }
+            )
         # Cache-hit rerun: fill a cache with cache_pairs answers, then judge the same pairs again.
         pairs = make_pairs(args.cache_pairs, "cache")
         fill_s, _ = pipeline(url, pairs, max(args.concurrency), f"{tmp}/cache.sqlite")
         rerun_s, summary = pipeline(url, pairs, max(args.concurrency), f"{tmp}/cache.sqlite")
         assert summary["calls"] == 0 and summary["cached"] == args.cache_pairs, summary
-        out["cache_rerun"] = {"pairs": args.cache_pairs, "fill_seconds": round(fill_s, 2),
-                              "rerun_seconds": round(rerun_s, 2), "calls": summary["calls"]}
+        out["cache_rerun"] = {
+            "pairs": args.cache_pairs,
+            "fill_seconds": round(fill_s, 2),
+            "rerun_seconds": round(rerun_s, 2),
+            "calls": summary["calls"],
+        }
     finally:
         server.kill()
         server.wait()

@@ -148,6 +148,7 @@ def test_dry_run_estimate_counts_tokens_and_dollars_without_calls():
 
     expected = sum(litellm.cost_per_token("openai/gpt-4o-mini", est["prompt_tokens"], est["completion_tokens"]))
     assert est["cost"] == pytest.approx(expected) and est["seconds"] == pytest.approx(16.0)  # rpm=60 binds
+    assert est["price_known"] and not LiteLLMJudge("openai/unpriced-local-model").estimate(PAIRS[:2])["price_known"]
 
 
 def test_rate_limiter_waits_for_tokens_and_requests():

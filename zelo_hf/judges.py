@@ -454,7 +454,18 @@ class LiteLLMJudge(Judge):
         if self.limiter.tpm:
             seconds = max(seconds, (prompt_tokens + completion_tokens) * 60.0 / self.limiter.tpm)
         return {"judge": self.name, "calls": n, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "cost": self._cost(prompt_tokens, completion_tokens), "seconds": seconds}
+                "cost": self._cost(prompt_tokens, completion_tokens), "seconds": seconds,
+                "price_known": self._price_known()}
+
+    def _price_known(self) -> bool:
+        """Whether dollars can be computed: ``cost_per_token`` given or the model in litellm's offline cost map."""
+        if self.cost_per_token is not None:
+            return True
+        try:
+            _litellm().cost_per_token(self.model, 1, 1)
+        except Exception:  # noqa: BLE001 -- litellm raises several types for unmapped models
+            return False
+        return True
 
 
 async def flush_litellm_logging() -> None:
