@@ -62,6 +62,15 @@ _EXPORTS: dict[str, str] = {
     "JudgmentCache": "cache",
     "judge_pairs": "preferences",
     "fit_raters": "raters",
+    # evaluation
+    "evaluate_run": "evaluation",
+    "evaluate_reranker": "evaluation",
+    "rerank_candidates": "evaluation",
+    "first_stage_run": "evaluation",
+    "make_mteb_task": "evaluation",
+    "run_mteb": "evaluation",
+    "results_to_markdown": "evaluation",
+    "card_eval_rows": "evaluation",
     # models and trainers
     "rerank": "modeling",
     "PairwiseConfig": "trainer",
