@@ -98,3 +98,14 @@ def tiny_qwen3_path(tmp_path_factory):
     Qwen3ForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny models train several times faster on one thread than on two contended ones (restored afterwards)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -10,6 +10,8 @@ from test_pointwise_trainer import toy_rows
 from zelo_hf import cli
 from zelo_hf.commands import train_pairwise, train_pointwise
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def test_train_pointwise_yaml_with_flag_override_and_push(tmp_path, tiny_bert_path, monkeypatch):
     Dataset.from_dict(toy_rows()).to_parquet(str(tmp_path / "labels.parquet"))

@@ -7,6 +7,8 @@ from transformers import AutoTokenizer
 from zelo_hf.modeling import load_tokenizer
 from zelo_hf.trainer.collators import PairwiseCollator, PointwiseCollator
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def ids(tok, text):
     return tok(text, add_special_tokens=False)["input_ids"]

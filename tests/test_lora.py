@@ -10,6 +10,8 @@ from test_pointwise_trainer import toy_rows
 from zelo_hf.modeling import load_reranker, score_pairs
 from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 def lora_trainer(tmp_path, model_path, target_modules, **kwargs):
     defaults = dict(

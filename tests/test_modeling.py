@@ -12,6 +12,9 @@ from zelo_hf.modeling import (
     write_sentence_transformers_files,
 )
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
 QUERIES = ["the cat", "what is the capital of france", "vitamin d"]
 DOCS = ["a dog sat on the mat today", "paris is the capital", "the stock market fell sharply on monday morning"]
 

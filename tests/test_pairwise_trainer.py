@@ -10,6 +10,9 @@ from zelo_hf.trainer import PairwiseConfig, PairwiseTrainer
 from zelo_hf.trainer.pairwise_trainer import swap_pairs
 from zelo_hf.trainer.utils import expected_calibration_error, pairwise_metrics
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
 WORDS = ["cat", "dog", "proteins", "vitamin", "stock", "paris", "apple", "banana"]
 
 

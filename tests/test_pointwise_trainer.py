@@ -8,6 +8,9 @@ from datasets import Dataset
 from zelo_hf.modeling import load_reranker, score_pairs
 from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
 WORDS = ["cat", "dog", "proteins", "vitamin", "stock", "paris", "apple", "banana"]
 
 
