@@ -114,3 +114,15 @@ def test_cli_judge_from_yaml(candidates, tmp_path):
     assert summary["seed"] == 3 and summary["degree"] == 4  # YAML sets values, flags override them
     with pytest.raises(ValueError, match="exactly one of --candidates or --pairs"):
         main(["judge", "--output_dir", str(tmp_path / "x")])
+
+
+def test_judge_pairs_inside_a_running_event_loop(candidates):
+    import asyncio
+
+    judge = LiteLLMJudge("openai/gpt-4o-mini", mock_response="SCORE: 0.2", swap=False)
+
+    async def notebook_cell():  # Jupyter runs cells inside an event loop, where asyncio.run is refused
+        return judge_pairs(candidates.select([0]), judge, degree=2, progress=False)
+
+    prefs, summary = asyncio.run(notebook_cell())
+    assert summary["judged"] == N_DOCS and set(np.round(prefs["prob_a"], 6)) == {0.6}

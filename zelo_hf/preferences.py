@@ -229,7 +229,16 @@ def judge_pairs(
     if dry_run:
         return JudgingResult(None, _dry_run_summary(runs, pairs, concurrency), None, pairs)
     remaining = _run_batches(runs, pairs, progress)
-    asyncio.run(_run_calls(remaining, pairs, cache, concurrency, progress))
+    coro = _run_calls(remaining, pairs, cache, concurrency, progress)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running: the normal case (scripts, the CLI)
+        asyncio.run(coro)
+    else:  # inside Jupyter / an async app: asyncio.run is not allowed, run the calls on a worker thread's loop
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, coro).result()
     combine = combine or (judge.combine if isinstance(judge, EnsembleJudge) else "mean")
     preferences, failed, probs = _assemble(pairs, runs, combine)
     summary = _summary(runs, pairs, probs, judge, degree, seed, time.perf_counter() - started, failed)
