@@ -49,10 +49,33 @@ def require(module: str, extra: str, purpose: str) -> None:
         raise ImportError(f"{purpose} needs `{module}`, which is not installed: run `pip install 'zelo-hf[{extra}]'`.")
 
 
-def secret_values() -> list[str]:
-    """Values of environment variables that look like secrets (API keys, Hub tokens), longest first."""
+def _scan_secret_values() -> list[str]:
     values = [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and v and len(v) >= 8]
     return sorted(set(values), key=len, reverse=True)
+
+
+class _SecretValues:
+    """The environment's secret values, re-scanned only when the environment changed.
+
+    A dict comparison costs microseconds against ~0.4 ms for a scan, which matters when every vote of a
+    10,000-pair judging run is redacted before it is cached.
+    """
+
+    def __init__(self):
+        self._snapshot: dict | None = None
+        self._values: list[str] = []
+
+    def __call__(self) -> list[str]:
+        data = getattr(os.environ, "_data", None)
+        if data is None:  # not CPython's os._Environ: scan every time
+            return _scan_secret_values()
+        if data != self._snapshot:
+            self._snapshot, self._values = dict(data), _scan_secret_values()
+        return self._values
+
+
+secret_values = _SecretValues()
+secret_values.__doc__ = "Values of environment variables that look like secrets (API keys, Hub tokens), longest first."
 
 
 def redact(text: str) -> str:
