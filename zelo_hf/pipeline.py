@@ -246,7 +246,8 @@ class StageRunner:
         self.state.wait_for_everyone()
         self.hashes[name] = digest
         self.ran.append(name)
-        return marker
+        # every process returns the marker the main process wrote (main-only stages return nothing elsewhere)
+        return self.marker(name) or marker
 
     def _execute(self, name: str, fn: Callable[[Path], dict[str, Any] | None], main_only: bool) -> dict[str, Any]:
         stage_dir = self.stage_dir(name)
