@@ -78,6 +78,12 @@ _EXPORTS: dict[str, str] = {
     "card_eval_rows": "evaluation",
     # models and trainers
     "rerank": "modeling",
+    "load_reranker": "modeling",
+    "score_pairs": "modeling",
+    "ranking": "modeling",
+    "PairwiseScorer": "modeling",
+    "PairwiseCollator": "trainer",
+    "PointwiseCollator": "trainer",
     "PairwiseConfig": "trainer",
     "PairwiseTrainer": "trainer",
     "PointwiseConfig": "trainer",
