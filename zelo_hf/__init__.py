@@ -76,6 +76,14 @@ _EXPORTS: dict[str, str] = {
     "run_mteb": "evaluation",
     "results_to_markdown": "evaluation",
     "card_eval_rows": "evaluation",
+    # recipes' library side
+    "run_zerank": "pipeline",
+    "ZerankArguments": "pipeline",
+    "StageRunner": "pipeline",
+    "resolve_model_name": "pipeline",
+    "run_zembed": "distill",
+    "DistillArguments": "distill",
+    "plot_score_distributions": "plotting",
     # models and trainers
     "rerank": "modeling",
     "load_reranker": "modeling",
