@@ -95,4 +95,14 @@ def load_dataset_any(source: str | Path, split: str | None = "train"):
         if fmt is None:
             raise ValueError(f"unsupported file type {path.suffix!r} for {source}: use .parquet, .jsonl or .csv.")
         return load_dataset(fmt, data_files=str(path), split=split)
+    if path.is_dir():
+        # Name the files explicitly: `load_dataset("<folder name>")` can resolve to a stale cached dataset of the
+        # same name (seen offline: a relative folder `prefs` loaded another run's 96 rows instead of its 2,400).
+        files = sorted(path.glob("data/*.parquet"))
+        if files:
+            by_split: dict[str, list[str]] = {}
+            for f in files:
+                by_split.setdefault(f.name.split("-")[0], []).append(str(f.resolve()))
+            return load_dataset("parquet", data_files=by_split, split=split)
+        return load_dataset(str(path.resolve()), split=split)
     return load_dataset(str(source), split=split)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+from datasets import Dataset
+
+from zelo_hf.hub import load_dataset_any, save_dataset_folder
+from zelo_hf.utils import producing_command, redact
+
+
+def _write_namesakes(tmp_path):
+    for n_rows, parent in ((3, "a"), (5, "b")):
+        save_dataset_folder(Dataset.from_dict({"x": list(range(n_rows))}), tmp_path / parent / "prefs")
+
+
+def test_load_dataset_any_reads_the_folder_not_a_cached_namesake(tmp_path, monkeypatch):
+    _write_namesakes(tmp_path)
+    for n_rows, parent in ((3, "a"), (5, "b")):
+        monkeypatch.chdir(tmp_path / parent)
+        assert load_dataset_any("prefs").num_rows == n_rows
+
+
+def test_load_dataset_any_files_and_errors(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"x": 1}\n{"x": 2}\n')
+    assert load_dataset_any(path).num_rows == 2
+    bad = tmp_path / "rows.txt"
+    bad.write_text("x")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        load_dataset_any(bad)
+
+
+def test_secrets_are_redacted_from_text_and_commands(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET-123456789")
+    assert redact("key=sk-test-SECRET-123456789 end") == "key=*** end"
+    cmd = producing_command(["zelo", "judge", "--hub_token", "hf_abcdefghijk", "--api_key=sk-test-SECRET-123456789"])
+    assert "hf_abcdefghijk" not in cmd and "sk-test-SECRET" not in cmd
+    assert cmd.startswith("zelo judge --hub_token '***'") or cmd.startswith("zelo judge --hub_token ***")
