@@ -105,8 +105,8 @@ class BatchFitResult:
 
 # ----------------------------------------------------------------------------------------------- edge terms
 # Each returns the derivative of the per-edge log-likelihood l(d) in d, the curvature weight -l''(d) > 0, and
-# a callable giving l(d) itself. The logs are only needed by the line search's rare fallback and the final
-# report, so they are computed lazily from the intermediates already at hand (no second special function).
+# a callable giving l(d) itself, computed on demand from the intermediates already at hand (the line search
+# needs it; objective() and the final report too), so no second special function is evaluated.
 # ``ws`` is an optional scratch array of shape (_WS_ROWS, len(d)) that receives every edge-length
 # intermediate (the returned arrays are rows of it): edge arrays are ~1 MB, and fresh ones of that size cost
 # page faults on every allocation, which made up about half the time of these functions.
@@ -222,15 +222,16 @@ def _name(query_ids, q: int) -> str:
     return f"query_id={getattr(qid, 'item', lambda: qid)()!r}"
 
 
-def _validate(edges, probs, sizes, query_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Check the flat inputs; return int64 edges, float64 probs, int64 sizes and the query of each edge."""
+def _validate(edges, probs, sizes, query_ids):
+    """Check the flat inputs; return int64 edges, float64 probs, int64 sizes, the query of each edge (None when
+    the edges are already in query order) and the number of edges per query."""
     sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
     edges = np.asarray(edges)
     if edges.size == 0:
         edges = edges.reshape(0, 2)
     if edges.ndim != 2 or edges.shape[1] != 2:
         raise ValueError(f"`edges` must have shape (m, 2) (got shape={edges.shape}): pass pairs (a, b) of indices.")
-    edges = edges.astype(np.int64)
+    edges = np.asarray(edges, dtype=np.int64)  # no copy when already int64: the fit only reads it
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     if len(probs) != len(edges):
         raise ValueError(f"`probs` has {len(probs)} values for {len(edges)} edges: pass one P(a beats b) per edge.")
@@ -242,17 +243,43 @@ def _validate(edges, probs, sizes, query_ids) -> tuple[np.ndarray, np.ndarray, n
             "(nothing to rank) before fitting."
         )
     n_total = int(sizes.sum())
-    bad = np.flatnonzero((edges < 0).any(axis=1) | (edges >= n_total).any(axis=1))
-    if len(bad):
+    if len(edges) and (edges.min() < 0 or edges.max() >= n_total):
+        bad = np.flatnonzero((edges < 0).any(axis=1) | (edges >= n_total).any(axis=1))
         raise ValueError(
             f"`edges` row {bad[0]} = {edges[bad[0]].tolist()} is out of range for {n_total} documents: indices "
             "must point into the query's doc list."
         )
     item_query = np.repeat(np.arange(len(sizes)), sizes)
-    edge_query = item_query[edges[:, 0]] if len(edges) else np.empty(0, dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    _check_pairs(edges, probs, item_query, edge_query, starts, query_ids)
-    return edges, probs, sizes, edge_query
+    counts, grouped = _scan_pairs(edges, probs, item_query, len(sizes))
+    if grouped is None:  # some pair is invalid: the full check finds the first one and says what is wrong
+        edge_query = item_query[edges[:, 0]]
+        _check_pairs(edges, probs, item_query, edge_query, np.concatenate([[0], np.cumsum(sizes)[:-1]]), query_ids)
+    edge_query = None if grouped else item_query[edges[:, 0]]
+    return edges, probs, sizes, edge_query, counts
+
+
+def _scan_pairs(edges, probs, item_query, n_queries: int, block: int = 1 << 16):
+    """One pass over the pairs in cache-sized blocks: the number of pairs per query, whether the pairs are
+    grouped by query (query order, as the chunks need them) and whether every pair is valid (``grouped`` is
+    None if not). Blocks keep the temporaries small: full-length temporaries of millions of pairs cost more in
+    fresh memory (page faults) than the checks themselves."""
+    counts = np.zeros(n_queries, dtype=np.int64)
+    grouped, last = True, -1
+    for lo in range(0, len(edges), block):
+        a, b, p = edges[lo : lo + block, 0], edges[lo : lo + block, 1], probs[lo : lo + block]
+        qa = item_query[a]
+        if (
+            np.any(a == b)
+            or np.any(item_query[b] != qa)
+            or not np.all(np.isfinite(p))
+            or np.any(p < 0)
+            or np.any(p > 1)
+        ):
+            return counts, None
+        grouped = grouped and qa[0] >= last and bool(np.all(qa[1:] >= qa[:-1]))
+        last = qa[-1]
+        counts += np.bincount(qa, minlength=len(counts))
+    return counts, grouped
 
 
 def _check_pairs(edges, probs, item_query, edge_query, starts, query_ids) -> None:
@@ -298,7 +325,7 @@ class _Chunk:
         # |B|^T: the Laplacian's diagonal (sum of incident weights) as one sparse mat-vec
         self.abs_BT = sp.csr_matrix((np.ones(len(other)), self.slot_edge, self.BT.indptr), shape=(self.n, self.m))
         self.diag = np.full(self.n, self.prec)
-        self.ws, self.flip = np.empty((2, _WS_ROWS + 2, self.m)), 0  # scratch of evaluate(), double-buffered
+        self.ws = np.empty((_WS_ROWS + 2, self.m))  # scratch of evaluate()
         # per-query sums over edges: a contiguous reduceat when edges are grouped by query and none is empty
         counts = np.bincount(self.edge_query, minlength=self.q)
         grouped = bool(np.all(np.diff(self.edge_query) >= 0)) and bool(np.all(counts > 0))
@@ -328,10 +355,8 @@ class _Chunk:
     def evaluate(self, s: np.ndarray):
         """Edge derivatives ``dl``, curvature weights ``w``, the lazy edge log-likelihood and the gradient at s.
 
-        Scratch space alternates between two buffers, so the results of the previous call (the line search's
-        fallback needs its lazy log-likelihood, the next CG solve its weights) survive one more call."""
-        self.flip ^= 1
-        ws = self.ws[self.flip]
+        The edge arrays live in one scratch buffer: they are only valid until the next call."""
+        ws = self.ws
         d, sb = ws[_WS_ROWS], ws[_WS_ROWS + 1]
         np.take(s, self.a, out=d)
         d -= np.take(s, self.b, out=sb)
@@ -380,32 +405,23 @@ def _pcg(ch: _Chunk, w: np.ndarray, rhs: np.ndarray, target: np.ndarray, max_cg:
     return x
 
 
-def _line_search(ch: _Chunk, s, step, slope, f_old):
-    """Per-query backtracking (Armijo) so every query's objective never decreases.
-
-    The full Newton step is tried first, without the objective: by concavity f(s) <= f(s') + g(s').(s - s'), so
-    g(s').step >= 1e-4 slope at s' = s + step already proves the Armijo condition (and the new gradient is
-    needed anyway). Only queries that fail this cheap test force the objective (``f_old`` is a callable giving
-    f at ``s``) and the classic backtracking, with the same rules as before.
-    """
-    s_new = s + step
-    dl, w, ll, g = ch.evaluate(s_new)
-    if np.all(ch.seg(g * step) >= 1e-4 * slope):
-        return s_new, dl, w, ll, g
-    f = f_old()
+def _line_search(ch: _Chunk, s, step, f, slope):
+    """Per-query backtracking (Armijo) so every query's objective never decreases."""
     t = np.ones(ch.q)
+    s_new = s + step
     for _ in range(40):
+        dl, w, ll, g = ch.evaluate(s_new)
         f_new = ch.objective(s_new, ll)
         # Near the optimum the predicted gain is below rounding of f: accept the Newton step there.
         ok = (f_new >= f + 1e-4 * t * slope) | (t * slope <= 1e-13 * (1.0 + np.abs(f)))
         if ok.all():
-            return s_new, dl, w, ll, g
+            return s_new, dl, w, ll, g, f_new
         t = np.where(ok, t, 0.5 * t)
         s_new = s + ch.per_doc(t) * step
-        dl, w, ll, g = ch.evaluate(s_new)
     t = np.where(ok, t, 0.0)  # no ascent found: keep the old point for those queries
     s_new = s + ch.per_doc(t) * step
-    return (s_new, *ch.evaluate(s_new))
+    dl, w, ll, g = ch.evaluate(s_new)
+    return s_new, dl, w, ll, g, ch.objective(s_new, ll)
 
 
 def _warm_start(ch: _Chunk, max_cg: int) -> np.ndarray:
@@ -422,6 +438,7 @@ def _warm_start(ch: _Chunk, max_cg: int) -> np.ndarray:
 def _newton(ch: _Chunk, tol: float, max_iter: int, max_cg: int, s: np.ndarray | None = None):
     s = _warm_start(ch, max_cg) if s is None else s
     dl, w, ll, g = ch.evaluate(s)
+    f = ch.objective(s, ll)
     iterations = np.zeros(ch.q, dtype=np.int64)
     for it in range(max_iter + 1):
         gmax = np.maximum.reduceat(np.abs(g), ch.starts)
@@ -440,8 +457,7 @@ def _newton(ch: _Chunk, tol: float, max_iter: int, max_cg: int, s: np.ndarray | 
         # warm start (looser solves save CG iterations but cost a 4th Newton step, i.e. a full evaluation).
         target = np.maximum(np.minimum(_ETA0, _ETA1 * gnorm) * gnorm, _FLOOR * tol)
         step = _pcg(ch, w, g_todo, target, max_cg)
-        f_old = lambda s=s, ll=ll: ch.objective(s, ll)  # noqa: E731 (only evaluated if the cheap test fails)
-        s, dl, w, ll, g = _line_search(ch, s, step, ch.seg(g_todo * step), f_old)
+        s, dl, w, ll, g, f = _line_search(ch, s, step, f, ch.seg(g_todo * step))
     return s, w, ll(), iterations, gmax
 
 
@@ -522,16 +538,18 @@ def _fit_chunk(args) -> dict[str, np.ndarray]:
     }
 
 
-def _chunks(edges, probs, edge_offset, sizes, edge_query, chunk_size, opts):
-    order = np.argsort(edge_query, kind="stable") if np.any(np.diff(edge_query) < 0) else None
-    if order is not None:
-        edges, probs, edge_query = edges[order], probs[order], edge_query[order]
+def _chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, opts):
+    """Blocks of ``chunk_size`` whole queries; ``edge_query`` is None when the pairs are already in query order,
+    else the query of each pair (they get sorted by it), ``counts`` the pairs per query."""
+    if edge_query is not None:
+        order = np.argsort(edge_query, kind="stable")
+        edges, probs = edges[order], probs[order]
         edge_offset = None if edge_offset is None else edge_offset[order]
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    bounds = np.searchsorted(edge_query, np.arange(0, len(sizes) + chunk_size, chunk_size).clip(max=len(sizes)))
-    for k, q0 in enumerate(range(0, len(sizes), chunk_size)):
+    edge_bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    for q0 in range(0, len(sizes), chunk_size):
         q1 = min(q0 + chunk_size, len(sizes))
-        e0, e1 = bounds[k], bounds[k + 1]
+        e0, e1 = edge_bounds[q0], edge_bounds[q1]
         local = edges[e0:e1] - starts[q0]
         c = None if edge_offset is None else edge_offset[e0:e1]
         yield local[:, 0], local[:, 1], probs[e0:e1], c, sizes[q0:q1], opts
@@ -581,7 +599,7 @@ def fit_scores_flat(
     _check_model(model)
     if not prior_sd > 0:
         raise ValueError(f"`prior_sd` must be > 0 (got prior_sd={prior_sd}): e.g. {DEFAULT_PRIOR_SD}.")
-    edges, probs, sizes, edge_query = _validate(edges, probs, sizes, query_ids)
+    edges, probs, sizes, edge_query, counts = _validate(edges, probs, sizes, query_ids)
     opts = dict(model=model, prior_sd=prior_sd, tol=tol, max_iter=max_iter, max_cg=max_cg, compute_se=compute_se)
     if edge_offset is not None:
         edge_offset = np.asarray(edge_offset, dtype=np.float64).reshape(-1)
@@ -589,7 +607,7 @@ def fit_scores_flat(
             raise ValueError(
                 f"`edge_offset` must hold {len(edges)} finite values, one per edge (got {len(edge_offset)})."
             )
-    jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, chunk_size, opts))
+    jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, opts))
     workers = min(len(jobs), num_threads or min(4, os.cpu_count() or 1))
     if workers > 1:
         # One BLAS thread per worker: the per-query inverses are small, oversubscription only slows them down.
