@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import erfc, erfinv, expit, log_ndtr, logit
+from scipy.special import erfc, expit, log_ndtr, logit, ndtri
 
 __all__ = ["FitResult", "BatchFitResult", "fit_scores", "fit_scores_batched", "fit_scores_flat", "objective"]
 
@@ -333,7 +333,7 @@ class _Chunk:
 
     def assemble(self, w: np.ndarray) -> np.ndarray:
         """Fill H with the curvature weights ``w``; returns its diagonal (the Jacobi preconditioner)."""
-        np.take(w, self.slot_edge, out=self.offdiag.data)
+        np.take(w, self.slot_edge, out=self.offdiag.data, mode="clip")  # indices are valid; 'raise' buffers
         self.diag = self.abs_BT @ w
         self.diag += self.prec
         return self.diag
@@ -358,8 +358,8 @@ class _Chunk:
         The edge arrays live in one scratch buffer: they are only valid until the next call."""
         ws = self.ws
         d, sb = ws[_WS_ROWS], ws[_WS_ROWS + 1]
-        np.take(s, self.a, out=d)
-        d -= np.take(s, self.b, out=sb)
+        np.take(s, self.a, out=d, mode="clip")  # indices are valid; the default mode='raise' buffers out
+        d -= np.take(s, self.b, out=sb, mode="clip")
         if self.c is not None:
             d += self.c
         dl, w, ll = self.terms(d, self.p, ws)
@@ -428,7 +428,8 @@ def _warm_start(ch: _Chunk, max_cg: int) -> np.ndarray:
     """Least-squares scores for the linearised model: differences ~ F^-1(p) (clipped), unit weights, solved
     loosely. It saves about two Newton steps over starting from 0; Newton then finds the exact optimum."""
     p = np.clip(ch.p, 0.03, 0.97)
-    target = erfinv(2.0 * p - 1.0) if ch.terms is _terms_thurstone else logit(p)
+    # F^-1(p) = ndtri(p) / sqrt2 for Thurstone (= erfinv(2p - 1), but ndtri is ~2.5x cheaper)
+    target = ndtri(p) / _SQRT2 if ch.terms is _terms_thurstone else logit(p)
     if ch.c is not None:
         target = target - ch.c
     rhs = ch.BT @ target
