@@ -39,14 +39,6 @@ class PairwiseConfig(RerankerArgsMixin, TrainingArguments):
     symmetrize: bool = field(
         default=True, metadata={"help": "Train on both orders: (q, A, B, p) and (q, B, A, 1 - p)."}
     )
-    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; None turns it on where CUDA supports bf16."}
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
-    )
 
     def __post_init__(self):
         self._post_init_reranker()

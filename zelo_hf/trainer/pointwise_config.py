@@ -59,14 +59,6 @@ class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
     )
     temperature: float = field(default=1.0, metadata={"help": "Temperature of sigmoid targets / InfoNCE."})
     num_negatives: int = field(default=7, metadata={"help": "Negatives per positive in 'contrastive' mode."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
-    bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision; None turns it on where CUDA supports bf16."}
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
-    )
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:

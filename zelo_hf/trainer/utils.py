@@ -35,6 +35,15 @@ class RerankerArgsMixin:
             "help": 'Keyword arguments (a dict, or a JSON string on the command line) for `from_pretrained` when the model is a name, e.g. \'{"dtype": "bfloat16"}\'.'
         },
     )
+    # TrainingArguments defaults both trainers change (the mixin precedes TrainingArguments in the bases).
+    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision; None turns it on where CUDA supports bf16."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
+    )
     merge_lora: bool = field(
         default=False,
         metadata={
