@@ -91,3 +91,28 @@ def test_cli_help_lists_options(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--dataset_name" in out and "--head" in out and "--use_peft" in out and "--max_query_length" in out
+
+
+def test_train_pointwise_takes_a_label_set_folder(tmp_path, tiny_bert_path):
+    from zelo_hf.commands.train_pointwise import as_training_rows
+    from zelo_hf.hub import save_dataset_folder
+
+    labels = Dataset.from_dict(
+        {
+            "query_id": ["q1", "q2"],
+            "query": ["what is lift", "boundary layer"],
+            "doc_ids": [["d1", "d2"], ["d3", "d4"]],
+            "docs": [["lift of wings", "heat flux"], ["laminar boundary layer", "shock waves"]],
+            "elo": [[1.0, -1.0], [0.5, -0.5]],
+            "score": [[1.5, -0.5], [0.2, -0.8]],
+        }
+    )
+    flat = as_training_rows(labels)
+    assert flat["doc"] == ["lift of wings", "heat flux", "laminar boundary layer", "shock waves"]
+    assert flat["score"] == [1.5, -0.5, 0.2, -0.8]
+    save_dataset_folder(labels, tmp_path / "calibrated")
+    argv = ["--dataset_name", str(tmp_path / "calibrated"), "--model_name_or_path", tiny_bert_path, "--output_dir",
+            str(tmp_path / "out"), "--max_steps", "1", "--use_cpu", "--save_strategy", "no", "--max_length", "32",
+            "--max_query_length", "8", "--disable_tqdm", "true"]
+    assert cli.main(["train-pointwise", *argv]) == 0
+    assert (tmp_path / "out" / "config.json").exists()

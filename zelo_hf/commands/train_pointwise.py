@@ -40,6 +40,16 @@ def parse_column_map(value: str | None) -> dict[str, str]:
     return {old.strip(): new.strip() for old, new in pairs}
 
 
+def as_training_rows(dataset):
+    """A per-query label set (``zelo fit`` / ``zelo calibrate`` output: ``doc_ids`` + ``elo``/``score`` lists) is
+    flattened to one (query, doc, score) row per document, so its folder or Hub id can be passed directly."""
+    if "doc_ids" in dataset.column_names and ({"elo", "score"} & set(dataset.column_names)):
+        from ..labeling import flatten_labels
+
+        return flatten_labels(dataset)
+    return dataset
+
+
 def load_splits(script_args, training_args):
     """Train and (optional) eval datasets, with ``column_map`` applied."""
     from ..hub import load_dataset_any
@@ -60,7 +70,7 @@ def load_splits(script_args, training_args):
         )
 
     def rename_fn(ds):
-        return ds.rename_columns({k: v for k, v in rename.items() if k in ds.column_names})
+        return as_training_rows(ds.rename_columns({k: v for k, v in rename.items() if k in ds.column_names}))
 
     return rename_fn(train), (rename_fn(evaluation) if evaluation is not None else None)
 
