@@ -48,12 +48,7 @@ def plot_score_distributions(
     axes[0][0].set_ylabel("count")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_metrics(rows: Sequence[Mapping[str, float | str]], metrics: Sequence[str], path: str | Path) -> Path:
@@ -71,6 +66,11 @@ def plot_metrics(rows: Sequence[Mapping[str, float | str]], metrics: Sequence[st
     ax.set_xticks(x, list(metrics))
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write the PNG (creating its folder) and free the figure."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
