@@ -505,9 +505,16 @@ def stage_pointwise(args: ZerankArguments, training_args, model_args, output_dir
 
 
 def _training_summary(trainer, result) -> dict[str, Any]:
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"train_loss": result.training_loss, "steps": result.global_step,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+    """Training loss, steps, and the mean logged loss of the first and of the last epoch (single batches are noisy)."""
+    logged = [(e.get("epoch", 0.0), e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    summary: dict[str, Any] = {"train_loss": result.training_loss, "steps": result.global_step,
+                               "first_loss": None, "last_loss": None}
+    if logged:
+        end = max(epoch for epoch, _ in logged)
+        first = [loss for epoch, loss in logged if epoch <= min(1.0, end)]
+        last = [loss for epoch, loss in logged if epoch >= end - 1.0] if end > 1.0 else [logged[-1][1]]
+        summary["first_loss"], summary["last_loss"] = sum(first) / len(first), sum(last) / len(last)
+    return summary
 
 
 def reranker_score_fn(
