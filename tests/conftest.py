@@ -35,10 +35,15 @@ def _train_tokenizer(kind: str):
 
     if kind == "wordpiece":
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        # The vocabulary is built, not trained: the WordPiece trainer breaks frequency ties differently in every
+        # process (Rust hash order), which made tiny-model numbers differ between sessions. Whole words, every
+        # character and every "##" continuation character, sorted: the same ids everywhere.
+        words = sorted({w for line in _TINY_CORPUS for w in line.lower().split()})
+        chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789.,;:'-()"))
+        vocab = specials + chars + [f"##{c}" for c in chars] + [w for w in words if len(w) > 1]
+        tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.train_from_iterator(_TINY_CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]

@@ -35,8 +35,8 @@ def zerank_args(model_path: str, output_dir: Path, *flags: str):
         "--pairwise_model_name_or_path", model_path, "--pairwise_max_length", "96",
         "--pairwise_per_device_train_batch_size", "8", "--pairwise_learning_rate", "1e-3", "--eval_batch_size", "16",
         "--model_name_or_path", model_path, "--output_dir", str(output_dir),
-        "--max_length", "64", "--max_query_length", "16", "--num_train_epochs", "8",
-        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--logging_steps", "1",
+        "--max_length", "64", "--max_query_length", "16", "--num_train_epochs", "16",
+        "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--logging_steps", "1",
         "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--seed", "0",
         "--target_transform", "standardize", *flags,
     ]  # fmt: skip
