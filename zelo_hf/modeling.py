@@ -65,7 +65,10 @@ def resolve_head(config, head: str = "auto") -> str:
 
 def model_config(model):
     """The ``PretrainedConfig`` of a model, also through DDP / DeepSpeed (``.module``) and peft wrappers."""
-    while not hasattr(model, "config") and hasattr(model, "module"):
+    from transformers import PretrainedConfig
+
+    # a DeepSpeedEngine has a `config` of its own (the DeepSpeed dict), so unwrap until a transformers config shows
+    while not isinstance(getattr(model, "config", None), PretrainedConfig) and hasattr(model, "module"):
         model = model.module
     return model.config
 

@@ -104,9 +104,13 @@ def run(trainer_cls, script_args, training_args, model_args):
         peft_config=lora_config_from_model_args(model_args),
         dataset_name=script_args.dataset_name,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()  # trainer_state.json: steps and the loss log, as the transformers examples keep them
     if evaluation is not None:
-        trainer.evaluate()
+        metrics = trainer.evaluate()
+        trainer.save_metrics("eval", metrics)
     if training_args.push_to_hub:  # saves the folder (weights, CrossEncoder files, card), then uploads it once
         url = trainer.push_to_hub()
         trainer.accelerator.print(f"Model saved to {training_args.output_dir} and pushed: {url}")

@@ -60,6 +60,17 @@ class RerankerArgsMixin:
             )
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if self.ddp_backend is None and _deepspeed_without_cuda():
+            # accelerate's PartialState finds no backend for DeepSpeed on CPU and falls back to one process per rank
+            # (DeepSpeed then rejects the batch size); gloo is what DeepSpeed's CPU accelerator initialises anyway.
+            self.ddp_backend = "gloo"
+
+
+def _deepspeed_without_cuda() -> bool:
+    import os
+
+    launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and "LOCAL_RANK" in os.environ
+    return launched and not torch.cuda.is_available()
 
 
 # ----------------------------------------------------------------------------------------------- validation
