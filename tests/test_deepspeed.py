@@ -56,7 +56,7 @@ def launch(config: str, output_dir: Path, *flags: str) -> dict:
         "--max_length", "48", "--max_query_length", "16", "--logging_steps", "1", "--save_strategy", "no",
         "--report_to", "none", "--seed", "0", *flags,
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return json.loads((output_dir / "trainer_state.json").read_text())
 
@@ -82,7 +82,8 @@ def assert_crossencoder_agrees(folder: Path) -> None:
 
     pairs = [("cat on a mat", "the cat sat on the mat"), ("cat on a mat", "the stock market fell")]
     model, tokenizer = load_reranker(str(folder))
-    ours = score_pairs(model, tokenizer, [q for q, _ in pairs], [d for _, d in pairs], batch_size=4, max_length=48)
+    ours = score_pairs(model, tokenizer, [q for q, _ in pairs], [d for _, d in pairs], batch_size=4, max_length=48,
+                       max_query_length=16)
     theirs = CrossEncoder(str(folder)).predict(pairs)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
@@ -126,3 +127,28 @@ def test_zero3_lora_saves_the_classification_head_with_the_adapter(tiny_bert_pat
     for key in head:
         base_key = "classifier." + key.split("classifier.")[-1].replace("modules_to_save.default.", "")
         assert not np.array_equal(adapter[key], base[base_key]), f"{key} was not trained"
+
+
+def test_zerank_recipe_trains_the_pairwise_model_then_the_reranker_under_zero3(tiny_bert_path, tmp_path):
+    """Two trainers in one DeepSpeed process (accelerate refuses a second DeepSpeed Accelerator unless released)."""
+    out = tmp_path / "recipe"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "zero3.yaml"),
+        "--num_processes", str(PROCESSES), "--mixed_precision", "no", "--main_process_port", str(free_port()),
+        str(REPO / "recipes" / "zerank.py"), "--dataset_name", "cranfield", "--dataset_split", "test",
+        "--eval_split", "test", "--num_train_queries", "6", "--num_pairwise_queries", "3", "--num_eval_queries", "4",
+        "--top_k", "6", "--eval_top_k", "8", "--graph_degree", "2", "--calibration_cycles", "1",
+        "--pairwise_model_name_or_path", tiny_bert_path, "--pairwise_max_length", "64",
+        "--model_name_or_path", tiny_bert_path, "--output_dir", str(out), "--max_length", "64",
+        "--max_query_length", "16", "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
+        "--learning_rate", "3e-3", "--save_strategy", "no", "--report_to", "none", "--seed", "0",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    pointwise = json.loads((out / "pointwise" / "_COMPLETE.json").read_text())["summary"]
+    # 9 queries x 6 documents = 54 rows; 4 per process x 2 processes -> 7 steps an epoch
+    assert pointwise["rows"] == 54 and pointwise["steps"] == 2 * 7
+    assert (out / "pairwise" / "model" / "model.safetensors").exists()
+    assert_every_tensor_trained(load_weights(out / "pointwise" / "model"), load_weights(Path(tiny_bert_path)))
+    assert_crossencoder_agrees(out / "pointwise" / "model")

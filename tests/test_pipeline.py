@@ -207,3 +207,21 @@ def test_plots_are_written(tmp_path):
     assert plot_metrics(rows, ["ndcg@10"], tmp_path / "m.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="panels"):
         plot_score_distributions({}, tmp_path / "x.png")
+
+
+@pytest.mark.parametrize(
+    ("log", "first", "last"),
+    [
+        ([(0.5, 4.0), (1.0, 2.0), (1.5, 1.0), (2.0, 0.5)], 3.0, 0.75),  # epoch means
+        ([(1.43, 0.3)], 0.3, 0.3),  # one log, after the first epoch (14 steps, logging_steps=10)
+        ([(0.5, 2.0), (0.8, 1.0)], 1.5, 1.0),  # under one epoch: the last logged loss
+    ],
+)
+def test_training_summary_first_and_last_loss(log, first, last):
+    from types import SimpleNamespace
+
+    from zelo_hf.pipeline import _training_summary
+
+    state = SimpleNamespace(log_history=[{"epoch": e, "loss": v} for e, v in log] + [{"train_runtime": 1.0}])
+    summary = _training_summary(SimpleNamespace(state=state), SimpleNamespace(training_loss=1.0, global_step=14))
+    assert summary["first_loss"] == pytest.approx(first) and summary["last_loss"] == pytest.approx(last)

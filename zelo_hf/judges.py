@@ -621,16 +621,19 @@ class PairwiseModelJudge(Judge):
             ``zelo_hf.modeling.PairwiseScorer`` (anything with ``predict(queries, docs_a, docs_b, batch_size)``).
         batch_size: pairs per forward pass.
         max_length: tokens per (query, doc A, doc B) input, when loading from a path.
+        max_query_length: queries are cut to this many tokens (use the value the model was trained with).
 
     No swap coin is needed: ``PairwiseScorer.predict`` already scores both orders and antisymmetrises.
     """
 
     def __init__(self, model_path_or_scorer: Any, batch_size: int = 32, max_length: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, max_query_length: int = 64):
         if isinstance(model_path_or_scorer, str | os.PathLike):
             from .modeling import PairwiseScorer
 
-            self.scorer = PairwiseScorer(str(model_path_or_scorer), max_length=max_length)
+            self.scorer = PairwiseScorer(
+                str(model_path_or_scorer), max_length=max_length, max_query_length=max_query_length
+            )
             default_name = f"pairwise:{model_path_or_scorer}"
         else:
             if not hasattr(model_path_or_scorer, "predict"):

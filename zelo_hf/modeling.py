@@ -21,6 +21,7 @@ that A is more relevant; :class:`PairwiseScorer` turns them into antisymmetrised
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -144,17 +145,25 @@ def load_reranker(
     task: str = "pointwise",
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
+    zero3_init: bool = False,
     **model_kwargs: Any,
 ):
     """Load ``(model, tokenizer)`` for a scoring head from a model name, a local folder or a saved LoRA adapter.
 
     A base encoder (e.g. ``BertModel`` weights) gets a fresh ``num_labels=1`` head; a checkpoint that already has
     a classification head with ``num_labels != 1`` is refused. ``dtype`` accepts ``"bfloat16"``/``"auto"``/...
+    ``zero3_init=True`` lets an active DeepSpeed ZeRO-3 config partition the weights as they load (the trainers
+    do); otherwise the whole model loads on this process alone, as scoring needs (see :func:`whole_model_here`).
     """
+    if not zero3_init:
+        with whole_model_here():
+            return load_reranker(name_or_path, head, task, dtype, attn_implementation, True, **model_kwargs)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     if _is_adapter(name_or_path):
-        return _load_adapter(name_or_path, dtype=dtype, attn_implementation=attn_implementation, **model_kwargs)
+        return _load_adapter(
+            name_or_path, dtype=dtype, attn_implementation=attn_implementation, zero3_init=True, **model_kwargs
+        )
     config = AutoConfig.from_pretrained(name_or_path)
     head = resolve_head(config, head)
     archs = getattr(config, "architectures", None) or []
@@ -168,6 +177,28 @@ def load_reranker(
         kwargs["num_labels"] = 1
     model = auto.from_pretrained(name_or_path, **kwargs)
     return prepare_model_and_tokenizer(model, tokenizer, head, task)
+
+
+@contextlib.contextmanager
+def whole_model_here():
+    """Load models whole on this process, also while a ZeRO-3 ``TrainingArguments`` is alive.
+
+    Under ZeRO-3, transformers' ``from_pretrained`` partitions weights with ``deepspeed.zero.Init``, a collective
+    call: a scorer loaded on the main process alone (the pipeline's judging and evaluation stages) would wait
+    forever for ranks parked at a barrier.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref  # transformers has no public getter for the object
+    active = ref() if ref is not None else None
+    if active is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(active)
 
 
 def _load_adapter(path: str, **kwargs):
@@ -344,6 +375,15 @@ def forward_scores(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(**model_inputs).logits.squeeze(-1).float()
 
 
+def check_lengths(max_length: int, max_query_length: int) -> None:
+    """Queries are cut to ``max_query_length``; the rest of ``max_length`` must leave room for the document(s)."""
+    if max_query_length >= max_length - 8:
+        raise ValueError(
+            f"`max_query_length` must leave room for documents (got max_query_length={max_query_length}, "
+            f"max_length={max_length}): pass e.g. max_query_length={max(max_length // 4, 1)}."
+        )
+
+
 def default_max_length(tokenizer, model=None, cap: int = 512) -> int:
     """The tokenizer's ``model_max_length`` (or the model's positions), capped at ``cap``."""
     limit = getattr(tokenizer, "model_max_length", None) or cap
@@ -372,6 +412,7 @@ def score_pairs(
         raise ValueError(f"`queries` and `docs` must have the same length (got {len(queries)} and {len(docs)}).")
     head = model_head(model)
     max_length = max_length or default_max_length(tokenizer, model)
+    check_lengths(max_length, max_query_length)
     device = next(model.parameters()).device
     order = np.argsort([-(len(q) + len(d)) for q, d in zip(queries, docs)], kind="stable")
     was_training = model.training
@@ -447,6 +488,7 @@ class PairwiseScorer:
         self.head = model_head(self.model)
         self.max_length = max_length or default_max_length(tokenizer, self.model)
         self.max_query_length = max_query_length
+        check_lengths(self.max_length, self.max_query_length)
 
     @torch.inference_mode()
     def logits(self, queries: list[str], docs_a: list[str], docs_b: list[str], batch_size: int = 32) -> np.ndarray:

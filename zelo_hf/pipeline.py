@@ -447,12 +447,15 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
     return {"rows": len(preferences), **_training_summary(trainer, result)}
 
 
-def stage_pairwise_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+def stage_pairwise_preferences(
+    args: ZerankArguments, training_args, output_dir: Path, stage_dir: Path
+) -> dict[str, Any]:
     """The pairwise model judges the graphs of the further queries (ZELO.md step 4: ~1000x cheaper than the LLMs)."""
     from .judges import PairwiseModelJudge
 
     judge = PairwiseModelJudge(
-        str(output_dir / "pairwise" / "model"), batch_size=args.eval_batch_size, max_length=args.pairwise_max_length
+        str(output_dir / "pairwise" / "model"), batch_size=args.eval_batch_size, max_length=args.pairwise_max_length,
+        max_query_length=training_args.max_query_length,  # as the pairwise model was trained
     )
     return stage_preferences(args, output_dir, stage_dir, split="pairwise", judge=judge)
 
@@ -511,8 +514,8 @@ def _training_summary(trainer, result) -> dict[str, Any]:
                                "first_loss": None, "last_loss": None}
     if logged:
         end = max(epoch for epoch, _ in logged)
-        first = [loss for epoch, loss in logged if epoch <= min(1.0, end)]
-        last = [loss for epoch, loss in logged if epoch >= end - 1.0] if end > 1.0 else [logged[-1][1]]
+        first = [loss for epoch, loss in logged if epoch <= min(1.0, end)] or [logged[0][1]]  # first log after ep. 1
+        last = [loss for epoch, loss in logged if epoch > end - 1.0] if end > 1.0 else [logged[-1][1]]
         summary["first_loss"], summary["last_loss"] = sum(first) / len(first), sum(last) / len(last)
     return summary
 
@@ -649,8 +652,10 @@ def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, An
         pairwise_cfg = {**_settings(args, PAIRWISE_SETTINGS), "seed": training_args.seed}
         runner.run("pairwise", pairwise_cfg, partial(stage_pairwise_model, args, training_args, output_dir),
                    depends=("preferences",), main_only=False)
-        runner.run("pairwise_preferences", {"graph_degree": args.graph_degree},
-                   partial(stage_pairwise_preferences, args, output_dir), depends=("candidates", "pairwise"))
+        runner.run("pairwise_preferences",
+                   {"graph_degree": args.graph_degree, "max_query_length": training_args.max_query_length},
+                   partial(stage_pairwise_preferences, args, training_args, output_dir),
+                   depends=("candidates", "pairwise"))
         label_inputs += ("pairwise_preferences",)
     elif args.pairwise_model_name_or_path:
         logger.warning("pairwise_model_name_or_path is set but num_pairwise_queries=0: no pairwise stage runs.")

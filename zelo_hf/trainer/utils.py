@@ -53,11 +53,9 @@ class RerankerArgsMixin:
     )
 
     def _post_init_reranker(self) -> None:
-        if self.max_query_length >= self.max_length - 8:
-            raise ValueError(
-                f"`max_query_length` must leave room for documents (got max_query_length={self.max_query_length}, "
-                f"max_length={self.max_length}): pass e.g. max_query_length={max(self.max_length // 4, 1)}."
-            )
+        from ..modeling import check_lengths
+
+        check_lengths(self.max_length, self.max_query_length)
         if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         if self.ddp_backend is None and _deepspeed_without_cuda():
@@ -273,6 +271,18 @@ def _import_trainer():
     return Trainer
 
 
+def _release_deepspeed_state() -> None:
+    """Let a second trainer start in this process under DeepSpeed (the zerank recipe trains the pairwise model,
+    then the reranker): accelerate refuses a second ``Accelerator`` with a DeepSpeed plugin while the first one's
+    ``AcceleratorState`` is alive. The previous state is dropped; the process group (``PartialState``) stays."""
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedType
+
+    if AcceleratorState._shared_state and AcceleratorState().distributed_type == DistributedType.DEEPSPEED:
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+
+
 class RerankerTrainer(_import_trainer()):
     """What the pairwise and pointwise trainers share: model/head/LoRA set-up, final save, card and upload.
 
@@ -289,7 +299,7 @@ class RerankerTrainer(_import_trainer()):
 
         if isinstance(model, (str, os.PathLike)):
             model, processing_class = load_reranker(
-                str(model), head=args.head, task=self._task, **_parse_init_kwargs(args.model_init_kwargs)
+                str(model), head=args.head, task=self._task, zero3_init=True, **_parse_init_kwargs(args.model_init_kwargs)
             )
         else:
             if args.model_init_kwargs:
@@ -304,6 +314,10 @@ class RerankerTrainer(_import_trainer()):
             if args.gradient_checkpointing:
                 model.enable_input_require_grads()
         return model, processing_class
+
+    def create_accelerator_and_postprocess(self) -> None:
+        _release_deepspeed_state()
+        super().create_accelerator_and_postprocess()
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """No-op: :meth:`push_to_hub` creates the repo through ``zelo_hf.hub.push_folder``."""
