@@ -302,7 +302,7 @@ def truncate_texts(tokenizer, texts: list[str], max_tokens: int | list[int]) -> 
     todo = [i for i, (t, lim) in enumerate(zip(texts, limits)) if len(t.encode("utf-8")) + 1 > lim]
     if not todo:
         return out, lengths
-    enc = tokenizer([texts[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer([texts[i] for i in todo], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     for i, offsets in zip(todo, enc["offset_mapping"]):
         limit = max(int(limits[i]), 0)
         if len(offsets) > limit:
