@@ -126,3 +126,14 @@ def test_judge_pairs_inside_a_running_event_loop(candidates):
 
     prefs, summary = asyncio.run(notebook_cell())
     assert summary["judged"] == N_DOCS and set(np.round(prefs["prob_a"], 6)) == {0.6}
+
+
+def test_two_preference_sets_of_the_same_name_load_their_own_rows(candidates, tmp_path):
+    """Plain `datasets.load_dataset(folder)` (what the card tells users) on two runs' folders named alike."""
+    cache = tmp_path / "hf-cache"
+    sizes = {}
+    for run, degree in (("run1", 2), ("run2", 4)):
+        result = judge_pairs(candidates, SimulatedJudge(QRELS), degree=degree, progress=False)
+        out = save_preference_set(result, tmp_path / run / "preferences")
+        sizes[run] = (len(result.preferences), len(load_dataset(str(out), split="train", cache_dir=str(cache))))
+    assert sizes == {"run1": (48, 48), "run2": (96, 96)}  # 4 queries x 12 documents x degree / 2

@@ -96,8 +96,9 @@ def load_dataset_any(source: str | Path, split: str | None = "train"):
             raise ValueError(f"unsupported file type {path.suffix!r} for {source}: use .parquet, .jsonl or .csv.")
         return load_dataset(fmt, data_files=str(path), split=split)
     if path.is_dir():
-        # Name the files explicitly: `load_dataset("<folder name>")` can resolve to a stale cached dataset of the
-        # same name (seen offline: a relative folder `prefs` loaded another run's 96 rows instead of its 2,400).
+        # Name the files explicitly: with a card that declares `configs:`/`data_files`, datasets 5.2 keys its cache
+        # on the unresolved pattern, so a folder could load another same-named folder's rows (our cards no longer
+        # declare it; folders written by older versions, or by other tools, still may).
         files = sorted(path.glob("data/*.parquet"))
         if files:
             by_split: dict[str, list[str]] = {}

@@ -368,8 +368,9 @@ def save_preference_set(
     example = build_messages("{query}", "{document A}", "{document B}")[1]["content"]
     card = render_dataset_card(
         "preference_set.md",
-        card_data={"tags": ["zelo", "reranking", "pairwise-preferences", "llm-as-a-judge"],
-                   "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]},
+        # No `configs:` block: datasets (5.2) keys its cache on that block's unresolved `data/train-*` pattern, so
+        # two folders with the same name loaded each other's rows; the data/<split>-*.parquet layout is inferred.
+        card_data={"tags": ["zelo", "reranking", "pairwise-preferences", "llm-as-a-judge"]},
         summary=summary, judges=judges, prompt_version=PROMPT_VERSION, system_prompt=SYSTEM_PROMPT,
         user_prompt=example, command=producing_command(), source=source,
         uses_llm=any("LiteLLM" in j.get("type", "") for j in judges),
