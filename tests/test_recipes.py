@@ -198,6 +198,49 @@ def test_zembed_distils_a_bi_encoder(zerank_run, tiny_bert_path, tmp_path, loss)
     assert loss in card and str(teacher) in card and "zembed (after)" in card
 
 
+def test_zembed_distils_the_label_set_directly(zerank_run, tiny_bert_path, tmp_path):
+    """teacher_labels: the calibrated scores are the teacher (no reranker pass); its 9 queries x 6 documents."""
+    from zelo_hf.distill import label_set_teacher
+    from zelo_hf.pipeline import load_split
+
+    output_dir, _, _ = zerank_run
+    labels = output_dir / "calibration"
+    candidates, scores = label_set_teacher(str(labels))
+    calibrated = load_split(labels, "train")
+    assert scores == [list(row["score"]) for row in calibrated] and len(candidates) == 9
+    argv = ["--teacher_labels", str(labels), "--evaluate_teacher", "false",
+            "--candidates_path", str(output_dir / "candidates"), "--dataset_name", "cranfield",
+            "--dataset_split", "test", "--eval_split", "test", "--top_k", "6", "--loss", "margin_mse",
+            "--triples_per_query", "4", "--positive_pool", "2", "--model_name_or_path", tiny_bert_path,
+            "--output_dir", str(tmp_path), "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
+            "--learning_rate", "1e-3", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
+            "--use_cpu", "true", "--max_seq_length", "64"]  # fmt: skip
+    recipe = load_recipe("zembed")
+    result = recipe.main(*recipe.make_parser().parse_args_and_config(argv))
+    assert [r["model"] for r in result["rows"]] == ["bm25", "student (before)", "zembed (after)"]
+    assert result["train_rows"] == 9 * 4 and result["losses"]
+    card = (Path(result["output_dir"]) / "README.md").read_text()
+    assert "distilled from the zELO label set" in card and str(labels) in card
+
+
+def test_zembed_refuses_labels_that_hold_the_evaluation_queries(zerank_run, tiny_bert_path, tmp_path, monkeypatch):
+    import zelo_hf.distill as distill
+    from zelo_hf.pipeline import load_split
+
+    output_dir, _, _ = zerank_run
+    train, _, qrels = distill.zembed_candidates(
+        distill.DistillArguments(candidates_path=str(output_dir / "candidates"), dataset_name="cranfield",
+                                 dataset_split="test", eval_split="test", top_k=6)
+    )  # fmt: skip
+    leaking = load_split(output_dir / "calibration", "train").select(range(1))  # one labelled query evaluated
+    monkeypatch.setattr(distill, "zembed_candidates", lambda args: (train, leaking, qrels))
+    argv = ["--teacher_labels", str(output_dir / "calibration"), "--dataset_name", "cranfield", "--top_k", "6",
+            "--model_name_or_path", tiny_bert_path, "--output_dir", str(tmp_path), "--use_cpu", "true"]
+    recipe = load_recipe("zembed")
+    with pytest.raises(ValueError, match="holds 1 evaluation queries"):
+        recipe.main(*recipe.make_parser().parse_args_and_config(argv))
+
+
 def test_pairwise_recipe_trains_and_evaluates(zerank_run, tiny_bert_path, tmp_path):
     output_dir, _, _ = zerank_run
     argv = ["--preference_set", str(output_dir / "preferences"), "--eval_query_fraction", "0.34",

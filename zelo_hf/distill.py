@@ -33,6 +33,14 @@ class DistillArguments:
     teacher_model: str = field(
         default="outputs/zerank-demo/pointwise/model", metadata={"help": "Reranker (CrossEncoder) giving the scores."}
     )
+    teacher_labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "A zELO label set (`zelo fit`/`zelo calibrate` output or a zerank run's `calibration` folder; "
+            "folder or Hub id) as the teacher: its calibrated scores (`score`, else `elo`) over its own queries' "
+            "documents are distilled directly, no reranker pass. The evaluation queries must not be among them."
+        },
+    )
     dataset_name: str = field(default="scifact", metadata={"help": "Bundled name, local BEIR folder or Hub id."})
     dataset_split: str = field(default="train", metadata={"help": "Qrels split of the training queries."})
     num_train_queries: int | None = field(default=None, metadata={"help": "Training queries (None: all)."})
@@ -128,6 +136,26 @@ def kl_div_rows(
     return out
 
 
+def label_set_teacher(source: str):
+    """``(candidates, scores)`` from a label set: per query ``query_id``, ``query``, ``doc_ids``, ``docs`` and the
+    calibrated ``score`` list (``elo`` for an uncalibrated set), aligned with ``docs``."""
+    from .hub import load_dataset_any
+
+    labels = load_dataset_any(source, split="train")
+    column = "score" if "score" in labels.column_names else "elo"
+    missing = [c for c in ("query_id", "query", "doc_ids", "docs", column) if c not in labels.column_names]
+    if missing:
+        raise ValueError(
+            f"`teacher_labels={source!r}` is missing column(s) {missing} (has {labels.column_names}): pass a label "
+            "set written by `zelo fit` / `zelo calibrate` (or a zerank run's `calibration` folder)."
+        )
+    scores = [[float(v) for v in row] for row in labels[column]]
+    for qid, values, docs in zip(labels["query_id"], scores, labels["docs"]):
+        if len(values) != len(docs) or not np.isfinite(values).all():
+            raise ValueError(f"`teacher_labels` query {qid!r}: `{column}` must be finite, one per document.")
+    return labels.select_columns(["query_id", "query", "doc_ids", "docs"]), scores
+
+
 def distillation_dataset(candidates, scores: list[list[float]], args: DistillArguments):
     """The student's training set (a ``datasets.Dataset``) for ``args.loss``."""
     from datasets import Dataset
@@ -212,7 +240,16 @@ def run_zembed(args: DistillArguments, training_args, model_args) -> dict[str, A
     train, evaluation, qrels = zembed_candidates(args)
     eval_name = args.eval_dataset_name or args.dataset_name
     teacher = resolve_model_name(args.teacher_model)
-    scores = teacher_scores(train, teacher, batch_size=args.teacher_batch_size)
+    if args.teacher_labels:
+        train, scores = label_set_teacher(args.teacher_labels)
+        leaked = sorted(set(train["query_id"]) & set(evaluation["query_id"]))
+        if leaked:
+            raise ValueError(
+                f"`teacher_labels` holds {len(leaked)} evaluation queries (e.g. {leaked[:3]}): evaluate on other "
+                "queries (candidates_path of the run that wrote the labels, or another eval_split)."
+            )
+    else:
+        scores = teacher_scores(train, teacher, batch_size=args.teacher_batch_size)
     dataset = distillation_dataset(train, scores, args)
     student_path = resolve_model_name(model_args.model_name_or_path)
     student = load_student(student_path, args.max_seq_length)
@@ -268,8 +305,9 @@ def save_zembed_card(output_dir, args: DistillArguments, training_args, model_ar
         card_data=card_data,
         model_name=repo_id,
         repo_id=repo_id,
-        teacher_model=args.teacher_model,
-        teacher_url=_hub_url(args.teacher_model),
+        teacher_model=args.teacher_labels or args.teacher_model,
+        teacher_url=_hub_url(args.teacher_labels or args.teacher_model),
+        teacher_is_labels=bool(args.teacher_labels),
         base_model=base,
         top_k=args.top_k,
         eval_top_k=args.eval_top_k,
