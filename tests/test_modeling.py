@@ -101,3 +101,41 @@ def test_scores_through_a_ddp_style_wrapper(tiny_bert_path):
     batch = encode_pointwise(tok, QUERIES, DOCS, "classification", 64, 16)
     with torch.no_grad():
         torch.testing.assert_close(forward_scores(Wrapper(model), batch), forward_scores(model, batch))
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_first_token_last_layer_gives_the_full_forward_scores(tiny_bert_path, attn):
+    """Inference runs BERT's last layer at [CLS] only: same scores as the full layer, padding included."""
+    import torch
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    from zelo_hf.modeling import encode_pointwise, first_token_last_layer, forward_scores
+
+    model, tok = load_reranker(tiny_bert_path, attn_implementation=attn)
+    model.eval()
+    queries = ["cat on the mat", "stock market", "proteins", "capital of france"]
+    docs = ["the cat sat on the mat " * k for k in (1, 3, 6, 9)]  # different lengths: padded batch
+    batch = encode_pointwise(tok, queries, docs, "classification", 96, 16)
+    assert (batch["attention_mask"] == 0).any()
+    with torch.inference_mode():
+        full = forward_scores(model, batch).numpy()
+        with first_token_last_layer(model):
+            assert type(model.bert.encoder.layer[-1]).__name__ == "_FirstTokenLayer"
+            fast = forward_scores(model, batch).numpy()
+    assert isinstance(model.bert.encoder.layer[-1], BertLayer)  # restored
+    np.testing.assert_allclose(fast, full, atol=1e-6)
+    np.testing.assert_allclose(score_pairs(model, tok, queries, docs, batch_size=4, max_length=96,
+                                           max_query_length=16), full, atol=1e-6)  # fmt: skip
+
+
+def test_first_token_last_layer_leaves_training_and_other_models_alone(tiny_bert_path, tiny_qwen3_path):
+    from zelo_hf.modeling import first_token_last_layer
+
+    model, _ = load_reranker(tiny_bert_path)
+    model.train()
+    with first_token_last_layer(model):
+        assert type(model.bert.encoder.layer[-1]).__name__ == "BertLayer"
+    causal, _ = load_reranker(tiny_qwen3_path)
+    before = list(causal.modules())
+    with first_token_last_layer(causal.eval()):
+        assert list(causal.modules()) == before

@@ -397,6 +397,65 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else torch.autocast(device.type, enabled=False)
 
 
+class _FirstTokenLayer(torch.nn.Module):
+    """The last layer of a BERT classifier, computed at the first ([CLS]) position only.
+
+    ``BertForSequenceClassification`` reads nothing but that position's final state (pooler -> classifier), so
+    the other positions' queries, attention outputs and feed-forward passes of the last layer are wasted work:
+    keys and values still come from every token, and the [CLS] arithmetic is the full layer's. On a 6-layer
+    MiniLM at 256 tokens this skips ~14% of the forward FLOPs (``eval/bench_train.py`` measures the effect).
+    """
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden_states, attention_mask=None, *args, **kwargs):
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+        from transformers.models.bert.modeling_bert import eager_attention_forward
+
+        attention = self.layer.attention.self
+        first = hidden_states[:, :1]
+        heads = (hidden_states.shape[0], -1, attention.num_attention_heads, attention.attention_head_size)
+        query = attention.query(first).view(heads).transpose(1, 2)
+        key = attention.key(hidden_states).view(heads).transpose(1, 2)
+        value = attention.value(hidden_states).view(heads).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+            attention_mask = attention_mask[:, :, :1, :]  # the mask row of the one query kept
+        interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            attention.config._attn_implementation, eager_attention_forward
+        )
+        context, _ = interface(attention, query, key, value, attention_mask, dropout=0.0, scaling=attention.scaling)
+        context = context.reshape(first.shape[0], 1, -1).contiguous()
+        return self.layer.feed_forward_chunk(self.layer.attention.output(context, first))
+
+
+@contextlib.contextmanager
+def first_token_last_layer(model):
+    """Inference on a plain BERT classifier runs its last layer at [CLS] only (see :class:`_FirstTokenLayer`);
+    any other model is left as it is."""
+    from transformers.models.bert.modeling_bert import BertForSequenceClassification, BertLayer
+
+    eligible = (
+        type(model) is BertForSequenceClassification
+        and not model.training
+        and model.bert.pooler is not None
+        and not model.config.is_decoder
+        and not getattr(model.config, "chunk_size_feed_forward", 0)
+        and isinstance(model.bert.encoder.layer[-1], BertLayer)
+    )
+    if not eligible:
+        yield
+        return
+    layers = model.bert.encoder.layer
+    last = layers[-1]
+    layers[-1] = _FirstTokenLayer(last)
+    try:
+        yield
+    finally:
+        layers[-1] = last
+
+
 @torch.inference_mode()
 def score_pairs(
     model,
@@ -418,7 +477,7 @@ def score_pairs(
     was_training = model.training
     model.eval()
     out = np.empty(len(queries), dtype=np.float32)
-    with _autocast(device):
+    with _autocast(device), first_token_last_layer(model):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = encode_pointwise(
@@ -496,7 +555,7 @@ class PairwiseScorer:
         device = next(self.model.parameters()).device
         order = np.argsort([-(len(a) + len(b)) for a, b in zip(docs_a, docs_b)], kind="stable")
         out = np.empty(len(queries), dtype=np.float32)
-        with _autocast(device):
+        with _autocast(device), first_token_last_layer(self.model):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = encode_pairwise(
