@@ -49,7 +49,8 @@ class StubOpenAIServer:
     """OpenAI-compatible stub; use as a context manager or call ``start()`` / ``stop()``.
 
     Args:
-        behaviour: ``(prompt, n) -> action``; actions: ``ok("SCORE: 0.3")``, ``{"status": 429}``,
+        behaviour: ``(prompt, n) -> action``; actions: ``ok("SCORE: 0.3")``, ``{"status": 429}`` (optionally with
+            ``"headers": {"Retry-After": "2"}``),
             ``{"status": 500}``, ``{"sleep": 5.0, **ok(...)}``, ``{"malformed": True}``, ``ok(REFUSAL)``;
             ``"echo_auth": True`` in an action echoes the request's Authorization header into the answer or error.
         answer: the default answer when ``behaviour`` is None.
@@ -65,6 +66,7 @@ class StubOpenAIServer:
         self.counts: Counter[str] = Counter()  # requests per prompt key
         self.successes: Counter[str] = Counter()  # 200 answers sent per prompt key
         self.statuses: Counter[int | str] = Counter()
+        self.arrivals: list[float] = []  # time.monotonic() of every request, in arrival order
         self.prompts: dict[str, str] = {}
         self.total = 0
         self._lock = threading.Lock()
@@ -103,6 +105,7 @@ class StubOpenAIServer:
     def _register(self, prompt: str) -> tuple[int, int]:
         key = prompt_key(prompt)
         with self._lock:
+            self.arrivals.append(time.monotonic())
             self.total += 1
             self.counts[key] += 1
             self.prompts[key] = prompt
@@ -144,18 +147,21 @@ class StubOpenAIServer:
                 if status != 200:
                     kind = {429: "rate_limit_exceeded", 500: "server_error"}.get(status, "error")
                     message = f"injected {status}{leak}"
-                    return self._send(status, {"error": {"message": message, "type": kind, "code": kind}})
+                    payload = {"error": {"message": message, "type": kind, "code": kind}}
+                    return self._send(status, payload, action.get("headers"))
                 with stub._lock:
                     stub.successes[prompt_key(prompt)] += 1
                 content = action["content"] + leak
                 self._send(200, completion(body.get("model", "stub"), content, prompt, action.get("logprobs")))
 
-            def _send(self, status: int, payload: dict) -> None:
-                self._send_raw(status, json.dumps(payload).encode("utf-8"))
+            def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+                self._send_raw(status, json.dumps(payload).encode("utf-8"), headers)
 
-            def _send_raw(self, status: int, data: bytes) -> None:
+            def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(status)
+                    for name, value in (headers or {}).items():
+                        self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

@@ -5,7 +5,8 @@ A vote whose call failed has ``error`` set and ``prob_a=None``: a failed call is
 
 * :class:`LiteLLMJudge` -- any litellm model string (``openai/...``, ``anthropic/...``, ``gemini/...`` or an
   OpenAI-compatible server through ``api_base``). Async, rate-limited (requests and tokens per minute), per-call
-  timeouts, retries with exponential backoff and jitter (tenacity) on 429 / 5xx / timeouts / connection errors,
+  timeouts, retries with exponential backoff and jitter (tenacity; longer when a 429 says Retry-After) on 429 / 5xx /
+  timeouts / connection errors,
   unreadable answers re-asked then recorded as failed, position-bias swap seeded per pair and undone.
 * :class:`EnsembleJudge` -- several judges per pair, one soft label (the paper's GPT + Claude + Gemini).
 * :class:`SimulatedJudge` -- graded qrels + the ZELO.md noise model, vectorised, deterministic per pair.
@@ -25,6 +26,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -214,6 +216,36 @@ def _litellm():
     return litellm
 
 
+def _retry_after(exc: BaseException | None) -> float | None:
+    """Seconds a provider asked to wait before retrying (``retry-after-ms``, or ``Retry-After`` in seconds or as an
+    HTTP date), when its error response said so; litellm keeps the headers on the exception."""
+    import email.utils
+
+    for headers in (getattr(exc, "litellm_response_headers", None),
+                    getattr(getattr(exc, "response", None), "headers", None)):  # fmt: skip
+        if not headers:
+            continue
+        try:
+            if headers.get("retry-after-ms"):
+                return float(headers["retry-after-ms"]) / 1000.0
+            value = headers.get("retry-after")
+            if value:
+                try:
+                    return float(value)
+                except ValueError:
+                    return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):  # a malformed header: fall back to our own backoff
+            return None
+    return None
+
+
+def _wait_for_provider(retry_state, backoff, cap: float) -> float:
+    """Tenacity wait: our exponential backoff with jitter, or longer when the provider's Retry-After asks (capped)."""
+    outcome = retry_state.outcome
+    asked = _retry_after(outcome.exception()) if outcome is not None and outcome.failed else None
+    return min(max(backoff(retry_state), asked or 0.0), cap)
+
+
 def _transient(exc: BaseException) -> bool:
     """Errors worth retrying: rate limits, server errors, timeouts, dropped connections, garbled responses."""
     litellm = _litellm()
@@ -253,7 +285,8 @@ class LiteLLMJudge(Judge):
         prompt_version: recorded in votes and cache keys; bump it when you change the prompt.
         seed: seeds the per-pair position swap (a provider-side ``seed`` goes in ``litellm_kwargs``).
         swap: randomise the presentation order per pair (recommended; ZELO.md step 3) -- False always shows A first.
-        retry_wait: ``(initial, max)`` seconds of the exponential backoff.
+        retry_wait: ``(initial, max)`` seconds of the exponential backoff; a provider's ``Retry-After`` is honoured up
+            to ``max``.
         cost_per_token: ``(input, output)`` dollars per token for models missing from litellm's cost map.
         name: the judge's name in votes (default: ``model``).
         litellm_kwargs: extra arguments for ``litellm.acompletion`` (e.g. ``top_p``, ``reasoning_effort``, or
@@ -361,9 +394,10 @@ class LiteLLMJudge(Judge):
             kwargs.setdefault("logprobs", True)
             kwargs.setdefault("top_logprobs", 5)
         tokens = self._estimated_tokens(messages)
+        backoff = wait_exponential_jitter(initial=self.retry_wait[0], max=self.retry_wait[1])
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_exponential_jitter(initial=self.retry_wait[0], max=self.retry_wait[1]),
+            wait=partial(_wait_for_provider, backoff=backoff, cap=self.retry_wait[1]),
             retry=retry_if_exception(_transient),
             reraise=True,
         )
