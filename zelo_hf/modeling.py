@@ -157,7 +157,10 @@ def load_reranker(
     """
     if not zero3_init:
         with whole_model_here():
-            return load_reranker(name_or_path, head, task, dtype, attn_implementation, True, **model_kwargs)
+            return load_reranker(
+                name_or_path, head, task, dtype=dtype, attn_implementation=attn_implementation, zero3_init=True,
+                **model_kwargs,
+            )
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     if _is_adapter(name_or_path):
