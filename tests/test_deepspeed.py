@@ -45,19 +45,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(config: str, output_dir: Path, *flags: str) -> dict:
-    """`accelerate launch --config_file <config> zelo train-pointwise ...` on 2 CPU processes; returns its state."""
+def accelerate_launch(config: str, *program: str) -> None:
+    """`accelerate launch --config_file <config>` of ``program`` on 2 CPU processes; fails with its stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_DISABLE_RICH": "1"}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-        "--num_processes", str(PROCESSES), "--mixed_precision", "no", "--main_process_port", str(free_port()),
-        "-m", "zelo_hf.cli", "train-pointwise", "--output_dir", str(output_dir),
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
+           "--num_processes", str(PROCESSES), "--mixed_precision", "no", "--main_process_port", str(free_port()),
+           *program]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+def launch(config: str, output_dir: Path, *flags: str) -> dict:
+    """`zelo train-pointwise ...` under ``config``; returns its trainer state."""
+    accelerate_launch(
+        config, "-m", "zelo_hf.cli", "train-pointwise", "--output_dir", str(output_dir),
         "--per_device_train_batch_size", str(BATCH), "--num_train_epochs", "2", "--learning_rate", "3e-3",
         "--max_length", "48", "--max_query_length", "16", "--logging_steps", "1", "--save_strategy", "no",
         "--report_to", "none", "--seed", "0", *flags,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    )  # fmt: skip
     return json.loads((output_dir / "trainer_state.json").read_text())
 
 
@@ -132,20 +137,15 @@ def test_zero3_lora_saves_the_classification_head_with_the_adapter(tiny_bert_pat
 def test_zerank_recipe_trains_the_pairwise_model_then_the_reranker_under_zero3(tiny_bert_path, tmp_path):
     """Two trainers in one DeepSpeed process (accelerate refuses a second DeepSpeed Accelerator unless released)."""
     out = tmp_path / "recipe"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "zero3.yaml"),
-        "--num_processes", str(PROCESSES), "--mixed_precision", "no", "--main_process_port", str(free_port()),
-        str(REPO / "recipes" / "zerank.py"), "--dataset_name", "cranfield", "--dataset_split", "test",
+    accelerate_launch(
+        "zero3.yaml", str(REPO / "recipes" / "zerank.py"), "--dataset_name", "cranfield", "--dataset_split", "test",
         "--eval_split", "test", "--num_train_queries", "6", "--num_pairwise_queries", "3", "--num_eval_queries", "4",
         "--top_k", "6", "--eval_top_k", "8", "--graph_degree", "2", "--calibration_cycles", "1",
         "--pairwise_model_name_or_path", tiny_bert_path, "--pairwise_max_length", "64",
         "--model_name_or_path", tiny_bert_path, "--output_dir", str(out), "--max_length", "64",
         "--max_query_length", "16", "--num_train_epochs", "2", "--per_device_train_batch_size", "4",
         "--learning_rate", "3e-3", "--save_strategy", "no", "--report_to", "none", "--seed", "0",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    )  # fmt: skip
     pointwise = json.loads((out / "pointwise" / "_COMPLETE.json").read_text())["summary"]
     # 9 queries x 6 documents = 54 rows; 4 per process x 2 processes -> 7 steps an epoch
     assert pointwise["rows"] == 54 and pointwise["steps"] == 2 * 7
