@@ -14,18 +14,23 @@ Many queries are fitted in one vectorised call (:func:`fit_scores_flat`): all do
 the Hessian is block diagonal over queries (a weighted graph Laplacian plus the prior's diagonal), and every
 Newton system is solved by one batched Jacobi-preconditioned conjugate gradient (random regular graphs are
 expanders, so CG needs few iterations) with per-query step sizes, per-query backtracking (monotone ascent) and
-a per-query convergence flag. Standard errors are exact: ``sqrt(diag(H^-1))`` at the optimum, from dense
-per-query inverses batched over queries of equal size.
+a per-query convergence flag. Standard errors are exact: ``sqrt(diag(H^-1))`` at the optimum, from the dense
+per-query Hessians stacked over queries of equal size and inverted by blocks (stacked GEMMs, one NumPy call per
+block of queries). Blocks of queries run in parallel threads with BLAS/OpenMP pinned to one thread each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from scipy.special import erfc, expit, log_ndtr, logit, ndtri
 
@@ -40,6 +45,8 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 # Inexact Newton: each CG solve stops at residual <= max(min(_ETA0, _ETA1 |g|) |g|, _FLOOR tol) (see _newton).
 _ETA0, _ETA1, _FLOOR = 0.003, 0.3, 0.3
 _TAIL = 25.0  # |d| beyond which erfc underflows towards 1e-300: use log_ndtr there
+# SciPy 1.17 added assume_a to linalg.inv together with its C loop over stacks (older versions loop in Python)
+_BATCHED_SPD_INV = "assume_a" in inspect.signature(scipy.linalg.inv).parameters
 
 
 @dataclass
@@ -487,40 +494,96 @@ def _connected(ch: _Chunk) -> np.ndarray:
     return np.minimum.reduceat(labels, ch.starts) == np.maximum.reduceat(labels, ch.starts)
 
 
-def _standard_errors(ch: _Chunk, w: np.ndarray, block: int = 256) -> np.ndarray:
-    """Exact ``sqrt(diag(H^-1))``: dense Hessians built by scatter, inverted in batches of equal-size queries."""
+def _standard_errors(ch: _Chunk, w: np.ndarray, block_bytes: int = 1 << 21) -> np.ndarray:
+    """Exact ``sqrt(diag(H^-1))`` at the optimum: dense per-query Hessians of equal size, stacked in blocks of about
+    ``block_bytes`` (cache-sized), each block inverted in one batched call (:func:`_inverse_diagonals`)."""
     se = np.empty(ch.n)
-    local_a = ch.a - ch.starts[ch.edge_query]
-    local_b = ch.b - ch.starts[ch.edge_query]
+    diag = ch.abs_BT @ w + ch.prec  # H's diagonal at these weights (assemble() last saw the previous step's)
+    local_a, local_b = ch.a - ch.starts[ch.edge_query], ch.b - ch.starts[ch.edge_query]
+    edge_size = ch.sizes[ch.edge_query]
     for n in np.unique(ch.sizes):
         queries = np.flatnonzero(ch.sizes == n)
-        for lo in range(0, len(queries), block):
-            qs = queries[lo : lo + block]
-            pos = np.full(ch.q, -1)
-            pos[qs] = np.arange(len(qs))
-            sel = np.flatnonzero(pos[ch.edge_query] >= 0)
-            base = pos[ch.edge_query[sel]] * n * n
-            la, lb, ws = local_a[sel], local_b[sel], w[sel]
-            idx = np.concatenate([base + la * n + lb, base + lb * n + la, base + la * n + la, base + lb * n + lb])
-            vals = np.concatenate([-ws, -ws, ws, ws])
-            hess = np.bincount(idx, vals, minlength=len(qs) * n * n).astype(np.float64).reshape(len(qs), n, n)
-            hess[:, np.arange(n), np.arange(n)] += ch.prec
+        edges = np.flatnonzero(edge_size == n)
+        if ch.edge_starts is None:  # pairs not in query order: sort this size's pairs by query
+            edges = edges[np.argsort(ch.edge_query[edges], kind="stable")]
+        rank = np.zeros(ch.q, dtype=np.int64)  # position of each query of this size among them
+        rank[queries] = np.arange(len(queries))
+        edge_rank = rank[ch.edge_query[edges]]
+        block = max(1, block_bytes // (8 * int(n) * int(n)))
+        bounds = np.searchsorted(edge_rank, np.arange(0, len(queries) + block, block))
+        for k, lo in enumerate(range(0, len(queries), block)):
+            qs, span = queries[lo : lo + block], slice(bounds[k], bounds[k + 1])
+            sel = edges[span]
+            hess = _dense_hessians(n, len(qs), edge_rank[span] - lo, local_a[sel], local_b[sel], w[sel])
             items = (ch.starts[qs][:, None] + np.arange(n)).ravel()
+            hess.reshape(len(qs), -1)[:, :: n + 1] = diag[items].reshape(len(qs), n)
             se[items] = np.sqrt(_inverse_diagonals(hess)).ravel()
     return se
 
 
-def _inverse_diagonals(hess: np.ndarray) -> np.ndarray:
-    """``diag(H^-1)`` for a stack of SPD matrices: LAPACK Cholesky + Cholesky-inverse (dpotrf / dpotri), about
-    2.5x cheaper than a general inverse."""
-    from scipy.linalg import lapack
+def _dense_hessians(n: int, n_queries: int, query, a, b, w) -> np.ndarray:
+    """The off-diagonal part ``-sum_e w_e`` of ``n_queries`` dense ``n x n`` Hessians, by one bincount (repeated
+    pairs add up); the caller writes the diagonal."""
+    base = query * (n * n)
+    idx = np.concatenate([base + a * n + b, base + b * n + a])
+    vals = np.concatenate([w, w])
+    np.negative(vals, out=vals)
+    hess = np.bincount(idx, vals, minlength=n_queries * n * n).astype(np.float64, copy=False)  # int64 if no pairs
+    return hess.reshape(n_queries, n, n)
 
-    out = np.empty(hess.shape[:2])
-    for k, h in enumerate(hess):
-        chol, info = lapack.dpotrf(h, lower=1)
-        if info == 0:
-            inv, info = lapack.dpotri(chol, lower=1)
-        out[k] = np.diag(inv) if info == 0 else np.diag(np.linalg.inv(h))
+
+_LEAF = 32  # up to this size a stack is inverted by LAPACK in one batched call; above it, by 2x2 blocks and GEMMs
+
+
+def _leaf_inverse(hess: np.ndarray) -> np.ndarray:
+    """Inverse of a stack of small SPD matrices in one call: SciPy >= 1.17's batched ``inv(assume_a="pos")``
+    (Cholesky, ~20% cheaper; its loop over the stack is in C) where present, else NumPy's batched ``inv`` (LU), which
+    also takes over should rounding make a leaf numerically indefinite (a huge ``prior_sd``)."""
+    if _BATCHED_SPD_INV:
+        with contextlib.suppress(np.linalg.LinAlgError):
+            return scipy.linalg.inv(hess, assume_a="pos", check_finite=False)
+    return np.linalg.inv(hess)
+
+
+def _inverse_diagonals(hess: np.ndarray) -> np.ndarray:
+    """``diag(H^-1)`` for a stack ``(B, n, n)`` of SPD matrices, exact (no approximation), batched over the stack.
+
+    By 2x2 blocks ``H = [[A, C], [C^T, D]]`` with the Schur complement ``S = D - C^T A^-1 C`` (SPD like H):
+    ``diag(H^-1) = [diag(A^-1) + rowsum((A^-1 C S^-1) * (A^-1 C)), diag(S^-1)]``. The work is stacked matrix
+    products (BLAS-3 GEMMs, ~10x the flop rate of a per-matrix Cholesky + inverse at n ~ 100) and LAPACK inverses
+    of the small leaves, each one NumPy call for the whole stack: never one LAPACK call per query from Python.
+    """
+    n = hess.shape[-1]
+    if n <= _LEAF:
+        return np.diagonal(_leaf_inverse(hess), axis1=1, axis2=2)
+    a_inv, x, s_inv = _schur_parts(hess)
+    y = x @ s_inv
+    top = np.diagonal(a_inv, axis1=1, axis2=2) + np.einsum("bij,bij->bi", y, x)
+    return np.concatenate([top, np.diagonal(s_inv, axis1=1, axis2=2)], axis=1)
+
+
+def _schur_parts(hess: np.ndarray):
+    """``A^-1``, ``X = A^-1 C`` and ``S^-1`` of the 2x2 block split of a stack of SPD matrices."""
+    n1 = hess.shape[-1] // 2
+    a_inv = _inverse(hess[:, :n1, :n1])
+    x = a_inv @ hess[:, :n1, n1:]
+    s = hess[:, n1:, n1:] - hess[:, n1:, :n1] @ x
+    return a_inv, x, _inverse(s)
+
+
+def _inverse(hess: np.ndarray) -> np.ndarray:
+    """Full inverse of a stack of SPD matrices by the same block recursion."""
+    n = hess.shape[-1]
+    if n <= _LEAF:
+        return _leaf_inverse(hess)
+    n1 = n // 2
+    a_inv, x, s_inv = _schur_parts(hess)
+    y = x @ s_inv
+    out = np.empty_like(hess)
+    out[:, :n1, :n1] = a_inv + y @ np.swapaxes(x, 1, 2)
+    out[:, :n1, n1:] = -y
+    out[:, n1:, :n1] = -np.swapaxes(y, 1, 2)
+    out[:, n1:, n1:] = s_inv
     return out
 
 
@@ -556,12 +619,66 @@ def _chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, op
         yield local[:, 0], local[:, 1], probs[e0:e1], c, sizes[q0:q1], opts
 
 
-def _one_blas_thread():
+# ----------------------------------------------------------------------------------------------- threads
+# The dense kernels (standard errors) are many small matrices: a multi-threaded BLAS only adds synchronisation,
+# and on a shared or oversubscribed machine each tiny call then waits for busy cores (8x slower measured, #12).
+# Parallelism comes from the fit's own threads over chunks of queries instead, with BLAS/OpenMP pinned to one
+# thread each, so T threads use T cores; under `Dataset.map(num_proc=N)` each worker process uses one thread.
+_PIN_LOCK = threading.Lock()
+_PIN_STATE: dict = {"controller": None, "depth": 0, "limit": None}
+
+
+class _PinnedBlas:
+    """Re-entrant, thread-safe ``threadpoolctl`` limit of 1 BLAS/OpenMP thread: the first fit to enter sets it, the
+    last to leave restores the previous values (concurrent fits in several Python threads share one limit)."""
+
+    def __enter__(self):
+        with _PIN_LOCK:
+            if _PIN_STATE["depth"] == 0:
+                controller = _controller()
+                _PIN_STATE["limit"] = None if controller is None else controller.limit(limits=1)
+            _PIN_STATE["depth"] += 1
+        return self
+
+    def __exit__(self, *exc):
+        with _PIN_LOCK:
+            _PIN_STATE["depth"] -= 1
+            if _PIN_STATE["depth"] == 0 and _PIN_STATE["limit"] is not None:
+                _PIN_STATE["limit"].restore_original_limits()
+                _PIN_STATE["limit"] = None
+
+
+def _controller():
+    """One ``ThreadpoolController`` per process (building it scans the loaded libraries: ~ms; a limit is ~10 us)."""
+    if _PIN_STATE["controller"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # a declared dependency; without it BLAS may oversubscribe, results are identical
+            return None
+        _PIN_STATE["controller"] = ThreadpoolController()
+    return _PIN_STATE["controller"]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's or `taskset`'s share)."""
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it BLAS may oversubscribe, results are identical
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _in_worker_process() -> bool:
+    """Inside a (multi)processing pool worker, e.g. ``Dataset.map(num_proc=N)``: its siblings use the other cores."""
+    for name in ("multiprocess", "multiprocessing"):
+        module = sys.modules.get(name)
+        if module is not None and module.current_process().daemon:
+            return True
+    return False
+
+
+def default_num_threads() -> int:
+    """Fit threads when none are given: 1 in a pool worker process (N processes x 1 thread), else every core."""
+    return 1 if _in_worker_process() else available_cores()
 
 
 def fit_scores_flat(
@@ -595,7 +712,9 @@ def fit_scores_flat(
         query_ids: names for error messages.
         edge_offset: a known constant ``c_e`` added to each difference, ``F(s_a - s_b + c_e)`` (cross-query
             calibration: the within-query scores of the two documents).
-        chunk_size, num_threads: queries per independent block (cache-sized), blocks solved in parallel threads.
+        chunk_size, num_threads: queries per independent block (cache-sized), blocks solved in parallel threads
+            (default: every core this process may use, 1 inside a pool worker such as ``Dataset.map(num_proc=N)``);
+            BLAS/OpenMP run one thread each meanwhile, so threads and processes never multiply (issue #12).
     """
     _check_model(model)
     if not prior_sd > 0:
@@ -609,13 +728,13 @@ def fit_scores_flat(
                 f"`edge_offset` must hold {len(edges)} finite values, one per edge (got {len(edge_offset)})."
             )
     jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, opts))
-    workers = min(len(jobs), num_threads or min(4, os.cpu_count() or 1))
-    if workers > 1:
-        # One BLAS thread per worker: the per-query inverses are small, oversubscription only slows them down.
-        with _one_blas_thread(), ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(_fit_chunk, jobs))
-    else:
-        parts = [_fit_chunk(job) for job in jobs]
+    workers = min(len(jobs), num_threads or default_num_threads())
+    with _PinnedBlas():
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(_fit_chunk, jobs))
+        else:
+            parts = [_fit_chunk(job) for job in jobs]
     cat = {k: np.concatenate([part[k] for part in parts]) for k in parts[0] if k != "se"}
     se = np.concatenate([part["se"] for part in parts]) if compute_se else None
     return BatchFitResult(se=se, sizes=sizes, **cat)
