@@ -170,3 +170,82 @@ def test_query_without_pairs_and_uninformative_pairs():
     ties = fit_scores(np.array([[0, 1]] * 3), [0.5] * 3, 2, return_result=True)
     np.testing.assert_allclose(ties.scores, 0.0, atol=1e-12)
     assert ties.log_likelihood == pytest.approx(3 * 2 * 0.5 * np.log(0.5))
+
+
+# ----------------------------------------------------------------------------------------------- issue #12
+def _dense_hessian(scores, edges, probs, n, model, prior_sd):
+    """The Hessian of the negative objective at ``scores``, built densely per query by the reference."""
+    return Reference(edges, probs, n, model, prior_sd).hess(scores)
+
+
+@pytest.mark.parametrize("model", ["thurstone", "bradley-terry"])
+def test_batched_standard_errors_equal_the_dense_inverse_per_query(model):
+    sizes = np.array([2, 3, 7, 31, 32, 33, 64, 65, 100, 100, 129, 5, 100, 48, 200, 17])
+    sim = simulate_queries(len(sizes), n_docs=sizes, degree=8, seed=7)
+    order = np.random.default_rng(1).permutation(len(sim.edges))  # pairs in no particular order
+    res = fit_scores_flat(sim.edges[order], sim.probs[order], sim.sizes, model=model, chunk_size=5, num_threads=2)
+    for q in range(len(sizes)):
+        _, edges, probs = sim.query(q)
+        hess = _dense_hessian(res[q].scores, edges, probs, int(sizes[q]), model, 4.0)
+        np.testing.assert_allclose(res[q].se, np.sqrt(np.diag(np.linalg.inv(hess))), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 64, 100, 129])
+def test_stacked_inverse_diagonals_are_exact(n):
+    from zelo_hf.thurstone import _inverse_diagonals
+
+    x = np.random.default_rng(n).normal(size=(5, n, 2 * n + 1))
+    hess = x @ np.swapaxes(x, 1, 2) / n + 0.05 * np.eye(n)
+    expected = np.stack([np.diag(np.linalg.inv(h)) for h in hess])
+    np.testing.assert_allclose(_inverse_diagonals(hess), expected, rtol=1e-10, atol=0)
+
+
+def test_standard_errors_are_batched_not_one_call_per_query(monkeypatch):
+    import zelo_hf.thurstone as thurstone
+
+    calls = []
+    leaf = thurstone._leaf_inverse
+    monkeypatch.setattr(thurstone, "_leaf_inverse", lambda h: calls.append(len(h)) or leaf(h))
+    sim = simulate_queries(500, 100, 8, seed=4)
+    fit_scores_flat(sim.edges, sim.probs, sim.sizes, chunk_size=500, num_threads=1)
+    # n = 100 splits into four 25 x 25 leaves; each call inverts a whole block of queries
+    assert len(calls) <= 4 * int(np.ceil(500 / 26)) and sum(calls) == 4 * 500
+
+
+def _blas_threads() -> set[int]:
+    from threadpoolctl import threadpool_info
+
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_blas_threads_are_pinned_inside_the_fit_and_restored(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    import zelo_hf.thurstone as thurstone
+
+    seen = []
+    inverse = thurstone._inverse_diagonals
+    monkeypatch.setattr(thurstone, "_inverse_diagonals", lambda h: seen.append(_blas_threads()) or inverse(h))
+    sim = simulate_queries(40, 50, 8, seed=5)
+    with threadpool_limits(limits=2, user_api="blas"):  # what an unpinned BLAS uses on a 2-core machine
+        fit_scores_flat(sim.edges, sim.probs, sim.sizes, chunk_size=10, num_threads=2)  # 4 chunks in 2 threads
+        assert _blas_threads() == {2}
+    assert len(seen) == 4 and all(threads == {1} for threads in seen)
+    before = _blas_threads()
+    with ThreadPoolExecutor(3) as pool:  # fits called from several threads at once leave no limit behind
+        list(pool.map(lambda _: fit_scores_flat(sim.edges, sim.probs, sim.sizes, num_threads=2), range(6)))
+    assert _blas_threads() == before
+    with threadpool_limits(limits=3, user_api="blas"):  # ... and no thread keeps control of OpenBLAS
+        assert _blas_threads() == {3}
+
+
+def test_default_threads_compose_with_worker_processes():
+    import multiprocess
+
+    from zelo_hf.thurstone import available_cores, default_num_threads
+
+    assert default_num_threads() == available_cores()
+    with multiprocess.Pool(1) as pool:  # the pool `Dataset.map(num_proc=N)` uses: N processes x 1 thread
+        assert pool.apply(default_num_threads) == 1

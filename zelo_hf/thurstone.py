@@ -624,39 +624,44 @@ def _chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, op
 # and on a shared or oversubscribed machine each tiny call then waits for busy cores (8x slower measured, #12).
 # Parallelism comes from the fit's own threads over chunks of queries instead, with BLAS/OpenMP pinned to one
 # thread each, so T threads use T cores; under `Dataset.map(num_proc=N)` each worker process uses one thread.
-_PIN_LOCK = threading.Lock()
-_PIN_STATE: dict = {"controller": None, "depth": 0, "limit": None}
+_PIN = {"lock": threading.Lock(), "owner": None, "controller": {}}
 
 
-class _PinnedBlas:
-    """Re-entrant, thread-safe ``threadpoolctl`` limit of 1 BLAS/OpenMP thread: the first fit to enter sets it, the
-    last to leave restores the previous values (concurrent fits in several Python threads share one limit)."""
+@contextlib.contextmanager
+def _pinned_blas():
+    """BLAS/OpenMP limited to 1 thread while a fit runs, the previous limits restored after.
 
-    def __enter__(self):
-        with _PIN_LOCK:
-            if _PIN_STATE["depth"] == 0:
-                controller = _controller()
-                _PIN_STATE["limit"] = None if controller is None else controller.limit(limits=1)
-            _PIN_STATE["depth"] += 1
-        return self
+    OpenBLAS's pool is process-wide and threadpoolctl lets one thread at a time change it, so the first of
+    concurrent fits (several Python threads) sets the limit and restores it itself; the others run under it and
+    touch nothing. (Limiters opened and closed by several threads at once would leave 1 thread behind for good.)
+    """
+    limiter = None
+    with _PIN["lock"]:
+        if _PIN["owner"] is None:
+            limiter = _blas_limiter()
+            _PIN["owner"] = threading.get_ident()
+    try:
+        if limiter is None:
+            yield
+        else:
+            with limiter:
+                yield
+    finally:
+        if limiter is not None:
+            with _PIN["lock"]:
+                _PIN["owner"] = None
 
-    def __exit__(self, *exc):
-        with _PIN_LOCK:
-            _PIN_STATE["depth"] -= 1
-            if _PIN_STATE["depth"] == 0 and _PIN_STATE["limit"] is not None:
-                _PIN_STATE["limit"].restore_original_limits()
-                _PIN_STATE["limit"] = None
 
-
-def _controller():
-    """One ``ThreadpoolController`` per process (building it scans the loaded libraries: ~ms; a limit is ~10 us)."""
-    if _PIN_STATE["controller"] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # a declared dependency; without it BLAS may oversubscribe, results are identical
-            return None
-        _PIN_STATE["controller"] = ThreadpoolController()
-    return _PIN_STATE["controller"]
+def _blas_limiter():
+    try:
+        import threadpoolctl
+    except ImportError:  # a declared dependency; without it BLAS may oversubscribe, results are identical
+        return contextlib.nullcontext()
+    if hasattr(threadpoolctl, "get_cached_controller"):  # >= 3.8: cached, refreshed when new libraries load
+        controller = threadpoolctl.get_cached_controller()
+    else:  # building one scans the loaded libraries (~ms); a limit is ~10 us
+        controller = _PIN["controller"].setdefault(os.getpid(), threadpoolctl.ThreadpoolController())
+    return controller.limit(limits=1)
 
 
 def available_cores() -> int:
@@ -729,7 +734,7 @@ def fit_scores_flat(
             )
     jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, opts))
     workers = min(len(jobs), num_threads or default_num_threads())
-    with _PinnedBlas():
+    with _pinned_blas():
         if workers > 1:
             with ThreadPoolExecutor(workers) as pool:
                 parts = list(pool.map(_fit_chunk, jobs))
