@@ -115,3 +115,79 @@ def test_flatten_labels_one_row_per_document():
     assert flatten_labels(calibrated)["score"][0] == pytest.approx(labels[0]["elo"][0] + 10)
     with pytest.raises(ValueError, match=r"missing column\(s\) \['nope'\]"):
         flatten_labels(labels, score_column="nope")
+
+
+# ----------------------------------------------------------------------------------------------- issue #12
+def _grouped_batch(**change):
+    """Three grouped queries; doc ids repeat across queries (real corpora do), so the duplicate check sorts."""
+    batch = {"query_id": ["q0", "q1", "q2"], "query": ["?"] * 3, "doc_ids": [["a", "b", "c"]] * 3,
+             "docs": [["x", "y", "z"]] * 3, "pair_a": [[0, 1]] * 3, "pair_b": [[1, 2]] * 3,
+             "prob_a": [[0.7, 0.4]] * 3}  # fmt: skip
+    for key, (q, value) in change.items():
+        batch[key] = [value if i == q else v for i, v in enumerate(batch[key])]
+    return batch
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"doc_ids": (1, ["a", "b", "a"])}, r"query_id='q1': doc_id 'a' appears twice in doc_ids: each document once"),
+        ({"doc_ids": (2, ["a", "c", "c"])}, r"query_id='q2': doc_id 'c' appears twice.*re-run `group_preferences`"),
+        ({"pair_a": (1, [0, 5])}, r"query_id='q1': pair \(5, 2\) is out of range for 3 doc_ids: pair_a / pair_b"),
+        ({"pair_b": (2, [1, -1])}, r"query_id='q2': pair \(1, -1\) is out of range"),
+        ({"pair_b": (1, [1, 1])}, r"query_id='q1'.*compares a document with itself"),
+        ({"prob_a": (2, [0.5, None])}, r"query_id='q2'.*non-finite prob_a.*re-judge"),
+        ({"prob_a": (0, [0.5, 1.5])}, r"query_id='q0'.*outside \[0, 1\]"),
+        ({"prob_a": (1, [0.5])}, r"`pair_a`, `pair_b` and `prob_a` must have equal lengths per query"),
+        ({"pair_a": (1, [0, None])}, r"query_id='q1': `pair_a` must hold integer indices into doc_ids"),
+        ({"pair_a": (2, None)}, r"query_id='q2': `pair_a` is missing \(null\)"),
+        ({"doc_ids": (0, ["a"]), "docs": (0, ["x"]), "pair_a": (0, []), "pair_b": (0, []), "prob_a": (0, [])},
+         "query_id='q0' has 1 document"),
+    ],
+)  # fmt: skip
+def test_vectorised_validation_keeps_every_message(change, match):
+    batch = _grouped_batch(**change)
+    with pytest.raises(ValueError, match=match):
+        thurstone_map(batch)  # a plain dict of lists
+    with pytest.raises(ValueError, match=match):  # a Dataset.map batch: read as Arrow
+        Dataset.from_dict(batch).map(thurstone_map, batched=True)
+
+
+def test_validation_names_missing_columns_and_wrong_types():
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['pair_b'\]"):
+        thurstone_map({k: v for k, v in _grouped_batch().items() if k != "pair_b"})
+    with pytest.raises(ValueError, match=r"`pair_a` must hold one list per query \(got type int64\)"):
+        thurstone_map(_grouped_batch() | {"pair_a": [0, 1, 2]})
+
+
+def test_map_over_arrow_batches_keeps_the_label_schema():
+    flat, _ = preference_set(n_queries=5, n_docs=9)
+    grouped = group_preferences(flat)
+    labels = grouped.map(thurstone_map, batched=True, batch_size=2)
+    assert labels.features["elo"] == labels.features["elo_se"]
+    assert str(labels.features["elo"]) == "List(Value('float64'))"
+    assert {k: str(labels.features[k]) for k in ("converged", "iterations", "log_likelihood")} == {
+        "converged": "Value('bool')", "iterations": "Value('int64')", "log_likelihood": "Value('float64')"}  # fmt: skip
+    as_arrow = grouped.with_format("arrow").map(thurstone_map, batched=True, batch_size=2)
+    np.testing.assert_array_equal(np.concatenate(labels["elo"]), np.concatenate(as_arrow.with_format(None)["elo"]))
+    assert labels.select_columns(grouped.column_names).to_dict() == grouped.to_dict()  # inputs pass through
+
+
+def test_sharded_label_set_round_trips_and_summary_reads_offsets(tmp_path):
+    from datasets import load_dataset
+
+    from zelo_hf.labeling import label_summary, save_label_set
+
+    flat, _ = preference_set(n_queries=6, n_docs=10)
+    labels = label_preferences(flat)
+    folder = save_label_set(labels, tmp_path / "labels", max_shard_size=labels.data.nbytes // 3)
+    shards = sorted(p.name for p in (folder / "data").glob("*.parquet"))
+    assert len(shards) >= 3 and shards[0] == f"train-00000-of-{len(shards):05d}.parquet"
+    back = load_dataset(str(folder), split="train")
+    assert back["query_id"] == labels["query_id"] and back["elo"] == labels["elo"]
+    summary = label_summary(labels)
+    assert summary["n_docs"] == 60 and summary["n_pairs"] == sum(len(p) for p in labels["pair_a"])
+    assert summary["converged_pct"] == 100.0
+    assert summary["mean_iterations"] == pytest.approx(np.mean(labels["iterations"]))
+    one = save_label_set(labels, tmp_path / "one")  # small sets stay one file, as before
+    assert [p.name for p in (one / "data").glob("*.parquet")] == ["train-00000-of-00001.parquet"]
