@@ -83,18 +83,25 @@ def _first_index(ids: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate([[True], ids[1:] > seen_before[:-1]]))
 
 
-def _text_conflict(text: np.ndarray, groups: np.ndarray, first: np.ndarray, positions, what: str, name, texts) -> None:
+def _text_conflict(text: np.ndarray, groups: np.ndarray, first: np.ndarray, input_position, what, name, texts) -> None:
     """Raise when a group (a query, or a (query, doc) pair) carries two texts. ``text``/``groups``: codes per
-    occurrence; ``first[g]``: the occurrence that is group g's first; ``positions``: each occurrence's place in the
-    input; ``name(g)`` identifies group g; ``texts(mask)``: the texts of the occurrences in ``mask``."""
+    occurrence; ``first[g]``: the occurrence that is group g's first; ``input_position(occurrences)``: their places in
+    the input; ``name(g)`` identifies group g; ``texts(occurrences)``: their texts."""
     bad = np.flatnonzero(text != text[first[groups]])
     if len(bad):
-        g = groups[bad[np.argmin(positions[bad])]]  # the group met first in the input (pandas' order, as before)
+        g = groups[bad[np.argmin(input_position(bad))]]  # the group met first in the input (pandas' order, as before)
         n_texts = len({v for v in texts(np.flatnonzero(groups == g)) if v is not None})
         raise ValueError(
             f"{what} {name(g)!r} has {n_texts} different texts in the preference set: ids must identify one text; "
             "fix the ids (e.g. hash the text into the id) or de-duplicate the candidates."
         )
+
+
+def _concat(*columns):
+    """One contiguous array of the columns' values one after the other (a single copy of chunked columns)."""
+    import pyarrow as pa
+
+    return pa.concat_arrays([chunk for column in columns for chunk in getattr(column, "chunks", [column])])
 
 
 def _group_window(t):
@@ -103,15 +110,16 @@ def _group_window(t):
     import pyarrow as pa
 
     qcode, qdict = _codes(t["query_id"])
-    order = np.arange(t.num_rows)
+    order = None
     if np.any(qcode[1:] < qcode[:-1]):  # queries interleave within the window: gather each query's rows
         order = np.argsort(qcode, kind="stable")
         t, qcode = t.take(order), qcode[order]
     n, row_start = t.num_rows, _first_index(qcode)
-    t = {name: _array(t[name]) for name in PREFERENCE_COLUMNS}
+    input_row = (lambda rows: rows) if order is None else (lambda rows: order[rows])  # noqa: E731
     query_text = lambda rows: t["query"].take(pa.array(rows)).to_pylist()  # noqa: E731
-    _text_conflict(_codes(t["query"])[0], qcode, row_start, order, "query_id", lambda g: qdict[g].as_py(), query_text)
-    ids, texts, uid, first_slot = _documents(t, qcode, order, qdict)
+    name = lambda g: qdict[g].as_py()  # noqa: E731
+    _text_conflict(_codes(t["query"])[0], qcode, row_start, input_row, "query_id", name, query_text)
+    ids, texts, uid, first_slot = _documents(t, qcode, input_row, qdict)
     source = pa.array((first_slot % 2) * n + first_slot // 2)  # each (query, doc)'s first occurrence
     slot_query = np.repeat(qcode, 2)
     doc_offsets = np.concatenate([[0], np.cumsum(np.bincount(slot_query[first_slot], minlength=len(row_start)))])
@@ -126,12 +134,12 @@ def _group_window(t):
             "docs": pa.ListArray.from_arrays(doc_offsets, texts.take(source)),
             "pair_a": pa.ListArray.from_arrays(row_offsets, pa.array(position[0::2], pa.int64())),
             "pair_b": pa.ListArray.from_arrays(row_offsets, pa.array(position[1::2], pa.int64())),
-            "prob_a": pa.ListArray.from_arrays(row_offsets, t["prob_a"].cast(pa.float64())),
+            "prob_a": pa.ListArray.from_arrays(row_offsets, _array(t["prob_a"]).cast(pa.float64())),
         }
     )
 
 
-def _documents(t: dict, qcode: np.ndarray, order: np.ndarray, qdict):
+def _documents(t, qcode: np.ndarray, input_row, qdict):
     """Every document occurrence is a slot ``2 * row + side`` (a then b, pair after pair, as before). Returns the
     a-then-b concatenations of ids and texts (slot j at index ``(j % 2) * n + j // 2``), the (query, doc) number of
     each slot (counting up from 0 in order of first appearance) and the slot where each (query, doc) appears first.
@@ -139,7 +147,7 @@ def _documents(t: dict, qcode: np.ndarray, order: np.ndarray, qdict):
     import pyarrow as pa
 
     n = len(qcode)
-    ids, texts = pa.concat_arrays([t["doc_a_id"], t["doc_b_id"]]), pa.concat_arrays([t["doc_a"], t["doc_b"]])
+    ids, texts = _concat(t["doc_a_id"], t["doc_b_id"]), _concat(t["doc_a"], t["doc_b"])
     id_code, text_code = _codes(ids)[0], _codes(texts)[0]
     slot_query = np.repeat(qcode, 2)
     uid, _ = _codes(pa.array(slot_query * (int(id_code.max()) + 1) + _interleave(id_code[:n], id_code[n:])))
@@ -147,7 +155,7 @@ def _documents(t: dict, qcode: np.ndarray, order: np.ndarray, qdict):
     concat_index = lambda slots: (slots % 2) * n + slots // 2  # noqa: E731
     _text_conflict(
         _interleave(text_code[:n], text_code[n:]), uid, first_slot,
-        2 * np.repeat(order, 2) + np.tile([0, 1], n), "(query_id, doc_id)",
+        lambda slots: 2 * input_row(slots // 2) + slots % 2, "(query_id, doc_id)",
         lambda u: (qdict[int(slot_query[first_slot[u]])].as_py(), ids[int(concat_index(first_slot[u]))].as_py()),
         lambda slots: texts.take(pa.array(concat_index(slots))).to_pylist(),
     )  # fmt: skip
@@ -155,15 +163,15 @@ def _documents(t: dict, qcode: np.ndarray, order: np.ndarray, qdict):
 
 
 def _prepare_batch(t, offset: int, drop_failed: bool):
-    """Check one batch of flat pairs (rows ``offset ...``); return its preference columns and the failed-pair count."""
+    """Check one batch of flat pairs (rows ``offset ...``); return its preference columns and the failed-pair count.
+    Works on the batch's (chunked) columns as they are: nothing is copied unless failed pairs are dropped."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    t = pa.table({name: t[name].combine_chunks() for name in t.column_names})
-    qb = t["query_b_id"].chunk(0) if "query_b_id" in t.column_names and t.num_rows else None
+    qb = t["query_b_id"] if "query_b_id" in t.column_names else None
     if qb is not None and qb.null_count < len(qb):  # cross-query pairs belong to calibration, not to this fit
-        cross = pc.and_(pc.is_valid(qb), pc.not_equal(qb, t["query_id"].chunk(0).cast(qb.type)))
-        bad = np.flatnonzero(cross.fill_null(False).to_numpy(zero_copy_only=False))
+        cross = pc.and_(pc.is_valid(qb), pc.not_equal(qb, t["query_id"].cast(qb.type)))
+        bad = np.flatnonzero(cross.fill_null(False).to_numpy())
         if len(bad):
             i = int(bad[0])
             raise ValueError(
@@ -173,7 +181,7 @@ def _prepare_batch(t, offset: int, drop_failed: bool):
             )
     for name in ("query_id", "doc_a_id", "doc_b_id"):
         if t[name].null_count:
-            i = int(np.flatnonzero(t[name].is_null().to_numpy(zero_copy_only=False))[0])
+            i = int(np.flatnonzero(t[name].is_null().to_numpy())[0])
             raise ValueError(
                 f"row {offset + i} has no `{name}` (null): every pair needs its query and document ids; fix or drop "
                 "such rows."
@@ -182,8 +190,8 @@ def _prepare_batch(t, offset: int, drop_failed: bool):
     failed = pc.is_null(t["prob_a"], nan_is_null=True)
     n_failed = pc.sum(failed).as_py() or 0
     if drop_failed and n_failed:
-        t = t.filter(pc.invert(failed)).combine_chunks()
-    return t, n_failed
+        t = t.filter(pc.invert(failed))
+    return t if isinstance(t, pa.Table) else pa.table(t), n_failed
 
 
 def _split_window(window):
@@ -252,7 +260,7 @@ def _group_stream(batches, drop_failed: bool, window_rows: int, out: _GroupedOut
         batch_rows = batch.num_rows
         batch, failed = _prepare_batch(batch, offset, drop_failed)
         offset, n_failed = offset + batch_rows, n_failed + failed
-        pending = batch if pending is None else pa.concat_tables([pending, batch]).combine_chunks()
+        pending = batch if pending is None else pa.concat_tables([pending, batch])  # chunks, no copy
         if pending.num_rows >= window_rows:
             ready, pending = _split_window(pending)
             if ready.num_rows:
