@@ -474,13 +474,21 @@ def thurstone_map(
         query_ids=query_ids, num_threads=num_threads,
     )  # fmt: skip
     return {
-        "elo": res.split(res.scores),
-        "elo_se": res.split(res.se) if res.se is not None else [[None] * n for n in sizes.tolist()],
+        "elo": _per_query(res.scores, sizes),
+        "elo_se": _per_query(res.se, sizes) if res.se is not None else [[None] * n for n in sizes.tolist()],
         "converged": res.converged,
         "iterations": res.iterations,
         "log_likelihood": res.log_likelihood,
         "connected": res.connected,
     }
+
+
+def _per_query(values: np.ndarray, sizes: np.ndarray):
+    """A flat per-document array as one row per query: a 2-D array when all queries have the same size (``datasets``
+    writes it as one Arrow list column without a per-row conversion), else one array per query."""
+    if len(sizes) and np.all(sizes == sizes[0]):
+        return values.reshape(len(sizes), int(sizes[0]))
+    return np.split(values, np.cumsum(sizes)[:-1])
 
 
 def label_preferences(
