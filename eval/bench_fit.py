@@ -8,16 +8,32 @@ ZELO.md), n documents per query on a degree-k cycle graph, it measures:
 - max |difference| from an independent scipy ``trust-exact`` optimum of the same objective (exactness);
 - Spearman of fitted vs latent scores at degree 4, 8, 16 and dense (the sparse-graph claim).
 
+Issue #12 adds the user's paths:
+- ``--through_map``: ``grouped.map(zelo_hf.thurstone_map, batched=True)`` with its defaults (standard errors on),
+  timed against the per-query dense MM fit of the same run, once as shipped (BLAS pinned to one thread inside the
+  fit) and once with the pin switched off (OpenBLAS at its default threads), to show what the pin buys;
+- ``--scale N``: N simulated queries written to disk as a flat parquet preference set (one row per pair), then
+  loaded (``streaming=True``), grouped, fitted through the map and written as a sharded label set, end to end.
+Both print ``queries_per_s_map``, ``speedup_vs_mm``, ``max_abs_diff_vs_scipy``, ``peak_rss_mb`` and
+``seconds_total`` (and ``disk_mb`` of the preference set for ``--scale``), with the load average.
+
     .venv/bin/python eval/bench_fit.py --n_queries 20000
+    .venv/bin/python eval/bench_fit.py --n_queries 20000 --through_map
+    .venv/bin/python eval/bench_fit.py --scale 1000000 --work_dir /tmp/zelo-scale
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import resource
+import shutil
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
@@ -169,6 +185,243 @@ def spearman_by_degree(args) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------------------------- issue #12
+def peak_rss_mb() -> float:
+    """Peak resident set of this process (includes file pages it touched through memory maps)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class AnonPeak:
+    """Samples RssAnon (memory the process itself allocated, not memory-mapped file pages) in a thread."""
+
+    def __init__(self, every: float = 0.2):
+        self.peak, self.every, self.done = 0, every, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.done.wait(self.every):
+            with open("/proc/self/status") as f:
+                kb = next((int(line.split()[1]) for line in f if line.startswith("RssAnon:")), 0)
+            self.peak = max(self.peak, kb)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+    @property
+    def mb(self) -> float:
+        return round(self.peak / 1024, 1)
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def grouped_dataset(sim):
+    """The grouped preferences of simulated queries, built straight in Arrow (ids and texts are synthetic)."""
+    import pyarrow as pa
+    from datasets import Dataset
+
+    starts = np.concatenate([[0], np.cumsum(sim.sizes)])
+    edge_query = np.repeat(np.arange(len(sim.sizes)), sim.sizes)[sim.edges[:, 0]]
+    order = np.argsort(edge_query, kind="stable")
+    edges, probs, edge_query = sim.edges[order], sim.probs[order], edge_query[order]
+    pair_offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(edge_query, minlength=len(sim.sizes)))]))
+    doc_offsets = pa.array(starts.astype(np.int32))
+    ids = pa.array([f"d{i}" for i in range(int(starts[-1]))])
+    local = edges - starts[edge_query][:, None]
+    return Dataset(
+        pa.table(
+            {
+                "query_id": [f"q{q}" for q in range(len(sim.sizes))],
+                "query": [f"query {q}" for q in range(len(sim.sizes))],
+                "doc_ids": pa.ListArray.from_arrays(doc_offsets, ids),
+                "docs": pa.ListArray.from_arrays(doc_offsets, ids),
+                "pair_a": pa.ListArray.from_arrays(pair_offsets.cast(pa.int32()), pa.array(local[:, 0])),
+                "pair_b": pa.ListArray.from_arrays(pair_offsets.cast(pa.int32()), pa.array(local[:, 1])),
+                "prob_a": pa.ListArray.from_arrays(pair_offsets.cast(pa.int32()), pa.array(probs)),
+            }
+        )
+    )
+
+
+def blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+
+
+@contextlib.contextmanager
+def unpinned():
+    """The fit without its BLAS pin (OpenBLAS at its default threads: the behaviour before #12)."""
+    import zelo_hf.thurstone as thurstone
+
+    pinned, thurstone._pinned_blas = thurstone._pinned_blas, contextlib.nullcontext
+    try:
+        yield
+    finally:
+        thurstone._pinned_blas = pinned
+
+
+def map_exactness(labels, k: int) -> float:
+    """Largest |elo - independent scipy optimum| over the first k rows the map wrote."""
+    worst = 0.0
+    for row in labels.select(range(min(k, len(labels)))):
+        edges = np.stack([row["pair_a"], row["pair_b"]], axis=1)
+        ref = scipy_optimum(edges, np.asarray(row["prob_a"]), len(row["doc_ids"]), "thurstone", 4.0)
+        worst = max(worst, float(np.abs(np.asarray(row["elo"]) - ref).max()))
+    return worst
+
+
+def mm_seconds_per_query(sim, k: int) -> float:
+    queries = [sim.query(q) for q in range(min(k, len(sim.sizes)))]
+    n = int(sim.sizes[0])
+    _, seconds, _ = timed(lambda: [mm_bradley_terry(e, p, n) for _, e, p in queries])
+    return seconds / len(queries)
+
+
+def through_map(args) -> dict:
+    from zelo_hf.labeling import thurstone_map
+
+    start = time.perf_counter()
+    sim = simulate_queries(args.n_queries, args.n_docs, args.degree, seed=args.seed)
+    grouped = grouped_dataset(sim)
+    load_before = load_average()
+    labels, seconds, cpu = timed(grouped.map, thurstone_map, batched=True)  # the user's call, defaults (SE on)
+    mm = mm_seconds_per_query(sim, args.baseline_queries)
+    out = {
+        "queries_per_s_map": round(len(grouped) / seconds, 1),
+        "map_seconds": round(seconds, 2),
+        "map_cpu_us_per_query": round(1e6 * cpu / len(grouped), 1),
+        "mm_dense_ms_per_query": round(1e3 * mm, 3),
+        "speedup_vs_mm": round(mm * len(grouped) / seconds, 1),
+        "max_abs_diff_vs_scipy": map_exactness(labels, args.exact_queries),
+        "se_finite_pct": 100.0 * float(np.mean(np.isfinite(np.concatenate(labels["elo_se"])))),
+        "openblas_default_threads": blas_threads(),
+    }
+    if args.unpinned_queries:
+        small = grouped.select(range(min(args.unpinned_queries, len(grouped))))
+        _, pinned_s, _ = timed(small.map, thurstone_map, batched=True)
+        with unpinned():
+            _, unpinned_s, _ = timed(small.map, thurstone_map, batched=True)
+        out |= {
+            "unpinned_queries": len(small),
+            "queries_per_s_map_pinned_same_queries": round(len(small) / pinned_s, 1),
+            "queries_per_s_map_unpinned_openblas_default": round(len(small) / unpinned_s, 1),
+        }
+    return out | {
+        "load_avg_before": load_before,
+        "load_avg_after": load_average(),
+        "peak_rss_mb": peak_rss_mb(),
+        "seconds_total": round(time.perf_counter() - start, 1),
+    }
+
+
+def simulated_pairs(q0: int, q: int, args):
+    """Queries ``q0 .. q0 + q - 1`` as flat pairs (the preference-set schema of docs/design.md), vectorised; ids and
+    texts are short synthetic strings; graphs are unions of degree/2 random Hamiltonian cycles (repeated pairs
+    between cycles are kept, not re-drawn)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from zelo_hf.simulate import latent_scores, simulate_probs
+
+    rng, n, cycles = np.random.default_rng([args.seed, q0]), args.n_docs, args.degree // 2
+    perms = np.argsort(rng.random((q, cycles, n)), axis=2)  # one random Hamiltonian cycle per row
+    base = (np.arange(q) * n)[:, None]
+    a = (perms.reshape(q, -1) + base).ravel()
+    b = (np.roll(perms, -1, axis=2).reshape(q, -1) + base).ravel()
+    probs = simulate_probs(latent_scores(q * n, rng), np.stack([a, b], axis=1), rng)
+    qnum = pc.cast(pa.array(np.arange(q0, q0 + q)), pa.string())
+    dnum = pc.cast(pa.array(np.tile(np.arange(n), q)), pa.string())
+    qrep = pc.take(qnum, pa.array(np.repeat(np.arange(q), n)))
+    doc_ids = pc.binary_join_element_wise("d", qrep, "-", dnum, "")
+    doc_texts = pc.binary_join_element_wise("passage ", dnum, " of query ", qrep, "")
+    pair_query = pc.take(qnum, pa.array(a // n))
+    return pa.table(
+        {
+            "query_id": pc.binary_join_element_wise("q", pair_query, ""),
+            "query": pc.binary_join_element_wise("query number ", pair_query, ""),
+            "doc_a_id": pc.take(doc_ids, pa.array(a)),
+            "doc_a": pc.take(doc_texts, pa.array(a)),
+            "doc_b_id": pc.take(doc_ids, pa.array(b)),
+            "doc_b": pc.take(doc_texts, pa.array(b)),
+            "prob_a": pa.array(probs),
+        }
+    )
+
+
+def write_preference_set(folder: Path, n_queries: int, args, chunk: int = 2_500) -> dict:
+    """The simulated flat preference set as parquet files, chunk after chunk (two chunks simulated at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    starts = list(range(0, n_queries, chunk))
+    with ThreadPoolExecutor(2) as pool:
+        for k in range(0, len(starts), 2):
+            tables = pool.map(lambda q0: simulated_pairs(q0, min(chunk, n_queries - q0), args), starts[k : k + 2])
+            for j, table in enumerate(tables):
+                pq.write_table(table, folder / f"train-{k + j:05d}.parquet", row_group_size=1 << 18)
+    size = sum(f.stat().st_size for f in folder.glob("*.parquet"))
+    rows = n_queries * args.n_docs * (args.degree // 2)
+    return {"preference_rows": rows, "parquet_files": len(starts), "disk_mb": round(size / 2**20, 1)}
+
+
+def scale(args) -> dict:
+    from datasets import load_dataset
+
+    from zelo_hf.labeling import group_preferences, save_label_set, thurstone_map
+
+    work = Path(args.work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    stages, start, load_before = {}, time.perf_counter(), load_average()
+    with AnonPeak() as anon:
+        info, stages["simulate_and_write_s"], _ = timed(write_preference_set, work / "preferences", args.scale, args)
+        t0 = time.perf_counter()
+        prefs = load_dataset("parquet", data_files=str(work / "preferences" / "*.parquet"), split="train",
+                             streaming=True)  # fmt: skip
+        grouped = group_preferences(prefs, cache_file_name=str(work / "grouped.arrow"))
+        stages["load_and_group_s"] = time.perf_counter() - t0
+        load_fit = load_average()
+        labels, stages["fit_map_s"], fit_cpu = timed(
+            grouped.map, thurstone_map, batched=True, cache_file_name=str(work / "labels.arrow")
+        )
+        (work / "grouped.arrow").unlink()  # the label set holds every grouped column too
+        _, stages["write_label_set_s"], _ = timed(save_label_set, labels, work / "label_set", max_shard_size="500MB")
+        exact = map_exactness(labels, args.exact_queries)
+    label_mb = sum(f.stat().st_size for f in (work / "label_set" / "data").glob("*.parquet")) / 2**20
+    mm_sim = simulate_queries(args.baseline_queries, args.n_docs, args.degree, seed=args.seed)
+    mm = mm_seconds_per_query(mm_sim, args.baseline_queries)  # the same run's per-query dense MM fit
+    out = {
+        "queries": len(labels),
+        "queries_per_s_map": round(len(labels) / stages["fit_map_s"], 1),
+        "map_cpu_us_per_query": round(1e6 * fit_cpu / len(labels), 1),
+        "speedup_vs_mm": round(mm * len(labels) / stages["fit_map_s"], 1),
+        "max_abs_diff_vs_scipy": exact,
+        "converged_pct": 100.0 * float(np.mean(labels.with_format("numpy")["converged"])),
+        **info,
+        "label_set_parquet_mb": round(label_mb, 1),
+        "label_set_shards": len(list((work / "label_set" / "data").glob("*.parquet"))),
+        "stages_s": {k: round(v, 1) for k, v in stages.items()},
+        "seconds_total": round(time.perf_counter() - start, 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_anon_rss_mb": anon.mb,
+        "load_avg_before": load_before,
+        "load_avg_at_fit": load_fit,
+        "load_avg_after": load_average(),
+        "cpu_count": os.cpu_count(),
+    }  # fmt: skip
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n_queries", type=int, default=20_000)
@@ -180,7 +433,22 @@ def main() -> None:
     parser.add_argument("--num_threads", type=int, default=None)
     parser.add_argument("--chunk_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--through_map", action="store_true", help="time ds.map(thurstone_map) with its defaults")
+    parser.add_argument("--unpinned_queries", type=int, default=2000, help="queries for the unpinned comparison")
+    parser.add_argument("--scale", type=int, default=0, help="N queries end to end from parquet on disk")
+    parser.add_argument("--work_dir", default="/tmp/zelo-bench-scale", help="folder for --scale (removed after)")
+    parser.add_argument("--keep", action="store_true", help="keep --scale's files")
     args = parser.parse_args()
+    from datasets import disable_caching, disable_progress_bars
+
+    disable_caching()  # time the work, not a cache hit
+    disable_progress_bars()
+    if args.scale:
+        print(json.dumps(scale(args), indent=1))
+        return
+    if args.through_map:
+        print(json.dumps(through_map(args), indent=1))
+        return
     sim, sim_s, _ = timed(simulate_queries, args.n_queries, args.n_docs, args.degree, seed=args.seed)
     rates = batched_rates(sim, args)
     report = {

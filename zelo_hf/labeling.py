@@ -12,6 +12,8 @@ larger than memory) into one row per query, ``thurstone_map`` fits every query o
 from __future__ import annotations
 
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -252,23 +254,31 @@ def _arrow_batches(pref_ds, columns: list[str], batch_size: int):
 
 
 def _group_stream(batches, drop_failed: bool, window_rows: int, out: _GroupedOutput) -> tuple[int, int]:
-    """Group batch after batch, holding one window of rows; returns (rows read, failed pairs)."""
+    """Group batch after batch, holding one window of rows (plus the windows being grouped: one per core, in
+    threads, as Arrow and NumPy release the GIL; results are added in input order); returns (rows, failed pairs)."""
     import pyarrow as pa
 
     pending, offset, n_failed = None, 0, 0
-    for batch in batches:
-        batch_rows = batch.num_rows
-        batch, failed = _prepare_batch(batch, offset, drop_failed)
-        offset, n_failed = offset + batch_rows, n_failed + failed
-        pending = batch if pending is None else pa.concat_tables([pending, batch])  # chunks, no copy
-        if pending.num_rows >= window_rows:
-            ready, pending = _split_window(pending)
-            if ready.num_rows:
-                out.add(_group_window(ready))
-            elif pending.num_rows > 2 * window_rows and len(_codes(pending["query_id"])[1]) > 1:
-                raise _NotGrouped  # queries interleave over more than a window
-    if pending is not None and pending.num_rows:
-        out.add(_group_window(pending))
+    workers = min(2, available_cores())
+    with ThreadPoolExecutor(workers) as pool:
+        running = deque()
+        for batch in batches:
+            batch_rows = batch.num_rows
+            batch, failed = _prepare_batch(batch, offset, drop_failed)
+            offset, n_failed = offset + batch_rows, n_failed + failed
+            pending = batch if pending is None else pa.concat_tables([pending, batch])  # chunks, no copy
+            if pending.num_rows >= window_rows:
+                ready, pending = _split_window(pending)
+                if ready.num_rows:
+                    running.append(pool.submit(_group_window, ready))
+                elif pending.num_rows > 2 * window_rows and len(_codes(pending["query_id"])[1]) > 1:
+                    raise _NotGrouped  # queries interleave over more than a window
+            while len(running) > workers or (running and running[0].done()):
+                out.add(running.popleft().result())
+        if pending is not None and pending.num_rows:
+            running.append(pool.submit(_group_window, pending))
+        while running:
+            out.add(running.popleft().result())
     return offset, n_failed
 
 
