@@ -48,7 +48,7 @@ def test_cross_query_prompt_names_both_queries():
     [
         ("Reasoning...\nSCORE: 0.5", "score", 0.75),
         ("SCORE: -1", "score", 0.0),
-        ("score = .2\nSCORE: 1.0", "score", 1.0),  # the last SCORE line wins
+        ("SCORE: 0.4\nSo, once more: SCORE: 0.4", "score", 0.7),  # the same score repeated is one score
         ("-0.4", "score", 0.3),
         ("A", "verdict", 1.0),
         (" b.", "verdict", 0.0),
@@ -63,6 +63,8 @@ def test_parse_answer(text, fmt, expected):
     ("text", "fmt", "match"),
     [
         ("SCORE: 3", "score", "outside"),
+        ("Document A: SCORE: 0.9\nDocument B: SCORE: -0.9", "score", r"contradictory scores \[0.9, -0.9\]"),
+        ("score = .2\nSCORE: 1.0", "score", "contradictory"),  # not "the last one wins": a guess
         ("I cannot help with that.", "score", "no `SCORE"),
         ("Both are fine", "verdict", "single letter"),
         ("AB", "verdict", "single letter"),

@@ -7,7 +7,8 @@ and never instructions, and any tag inside a document is neutralised so it canno
 
 Three answer formats, all mapped to ``P(first presented document wins)``:
 
-* ``"score"``: a number in [-1, 1] on the last line (``SCORE: 0.4``); p = (score + 1) / 2.
+* ``"score"``: a number in [-1, 1] on the last line (``SCORE: 0.4``); p = (score + 1) / 2. Two different
+  scores in one answer ("Document A: SCORE: 0.9 / Document B: SCORE: -0.9") are unreadable, not "the last wins".
 * ``"verdict"``: a single letter, ``A`` or ``B``; p = 1 or 0.
 * ``"logprobs"``: a single letter, read from the A/B token log-probabilities when the provider returns
   them (p = softmax over the two), else from the letter itself.
@@ -117,14 +118,21 @@ def build_messages(
 
 
 def parse_score(text: str) -> tuple[float, float]:
-    """``(score, p_first)`` from a ``SCORE: x`` line (the last one wins) or a lone number; x must lie in [-1, 1]."""
+    """``(score, p_first)`` from a ``SCORE: x`` line or a lone number; x must lie in [-1, 1].
+
+    The same score repeated is fine; two different ones contradict each other (e.g. a score per document) and
+    raise :class:`ParseError` so the answer is re-asked -- picking one would be a guess (issue #10).
+    """
     matches = _SCORE.findall(text or "")
     if not matches:
         lone = _LONE_NUMBER.match(text or "")
         matches = [lone.group(1)] if lone else []
     if not matches:
         raise ParseError(f"no `SCORE: <number>` line in the answer {(text or '')[:200]!r}")
-    score = float(matches[-1])
+    values = list(dict.fromkeys(float(m) for m in matches))
+    if len(values) > 1:
+        raise ParseError(f"contradictory scores {values} in the answer {(text or '')[:200]!r}")
+    score = values[0]
     if not -1.0 <= score <= 1.0:
         raise ParseError(f"score {score} outside [-1, 1] in the answer {(text or '')[:200]!r}")
     return score, (score + 1.0) / 2.0
@@ -167,6 +175,25 @@ def parse_logprobs(text: str, logprobs: Any) -> tuple[float, float]:
         p = p_letter if letter == "A" else 1.0 - p_letter
         return 2.0 * p - 1.0, p
     return parse_verdict(text)
+
+
+_REASK = {
+    "score": "Reply again with exactly one line `SCORE: <number>` (one number between -1 and 1 for the comparison "
+             "of Document A with Document B).",
+    "verdict": "Reply again with a single letter and nothing else: A or B.",
+    "logprobs": "Reply again with a single letter and nothing else: A or B.",
+}
+
+
+def reask_messages(
+    messages: list[dict[str, str]], answer: str, error: str, answer_format: str
+) -> list[dict[str, str]]:
+    """``messages`` + the unreadable answer + a corrective user turn, so a re-ask at temperature 0 is not the very
+    same request (which would get the very same answer)."""
+    problem = str(error).split(" in the answer ", 1)[0].split(", got the answer ", 1)[0]
+    correction = f"Your answer could not be read ({problem}). {_REASK[answer_format]}"
+    return [*messages[:2], {"role": "assistant", "content": answer or "(empty answer)"},
+            {"role": "user", "content": correction}]
 
 
 def parse_answer(text: str, answer_format: str, logprobs: Any = None) -> tuple[float, float]:
