@@ -59,3 +59,17 @@ def test_rerun_bills_nothing_and_duplicates_share_one_call(tmp_path):
     assert second.summary["calls"] == 0 and second.summary["cached"] == 13 and second.summary["cost_this_run"] == 0
     assert list(second.preferences["prob_a"]) == list(first.preferences["prob_a"])
     assert second.summary["cost"] == pytest.approx(first.summary["cost"])  # what the set cost, cached or not
+
+
+def test_readonly_cache_reads_without_writing_a_byte(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with JudgmentCache(path) as cache:
+        cache.put("k1", Vote("gpt", raw_answer="SCORE: 0.2", score=0.2, prob_a=0.6))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with JudgmentCache(path, readonly=True) as ro:
+        assert ro.get("k1").prob_a == 0.6 and len(ro) == 1
+        with pytest.raises(ValueError, match="readonly=True"):
+            ro.put("k2", Vote("gpt", prob_a=0.1))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no -wal / -shm, no change
+    with pytest.raises(FileNotFoundError, match="drop readonly=True"):
+        JudgmentCache(tmp_path / "missing.sqlite", readonly=True)

@@ -43,12 +43,19 @@ class JudgmentCache:
 
     ``synchronous=NORMAL`` in WAL mode: a committed row survives the process being killed (it is in the WAL file
     the moment ``commit`` returns); only an OS crash or power loss may drop the last commits.
+
+    ``readonly=True`` (a dry run) opens an existing cache without writing a byte: no table, no WAL or shared-memory
+    file is created. A cache another process has open (its ``-wal`` file exists) is read through that WAL; a
+    closed one is read as an immutable file.
     """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path, self.readonly = Path(path), readonly
         self._lock = threading.Lock()
+        if readonly:
+            self._conn = _open_readonly(self.path)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -86,6 +93,9 @@ class JudgmentCache:
 
     def put_many(self, items: Sequence[tuple[str, Vote]]) -> int:
         """Store several votes in one transaction; returns how many new answers were stored (existing keys kept)."""
+        if self.readonly:
+            raise ValueError(f"JudgmentCache({str(self.path)!r}) was opened with readonly=True (a dry run): open it "
+                             "without readonly to store votes.")
         now = time.time()
         answers = [(k, redact(v.judge), _dump(v), now) for k, v in items if v.ok]
         failures = [(k, redact(v.judge), _dump(v), now) for k, v in items if not v.ok]
@@ -131,6 +141,14 @@ class JudgmentCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise FileNotFoundError(f"no judgment cache at {path}: a read-only cache must exist (drop readonly=True).")
+    wal = path.with_name(path.name + "-wal").exists()
+    mode = "mode=ro" if wal else "immutable=1"  # mode=ro alone would create the -wal and -shm files
+    return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=30.0, check_same_thread=False)
 
 
 def _dump(vote: Vote) -> str:
