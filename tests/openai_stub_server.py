@@ -2,7 +2,9 @@
 
 It listens on 127.0.0.1 (an ephemeral port), answers ``POST /v1/chat/completions`` (and ``/chat/completions``), and
 can inject faults per request: 429 bursts, 500s, slow responses (beyond a client's timeout), malformed JSON and
-refusals. A ``behaviour(prompt, n)`` callable decides each answer from the user prompt and how many times that
+refusals, auth / unknown-model / quota errors, a context limit, and a small number of slots (requests served at once;
+the others wait their turn, as llama.cpp's ``llama-server -np N`` does). A ``behaviour(prompt, n)`` callable decides
+each answer from the pair's prompt (the first user message: a re-ask appends turns after it) and how many times that
 prompt was requested (n = 1 on the first request). The server counts requests per prompt, refuses anything past
 ``max_requests`` (503) and shuts itself down after ``lifetime`` seconds, so a forgotten server cannot linger.
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import select
+import socket
 import sys
 import threading
 import time
@@ -38,11 +42,27 @@ def ok(content: str, logprobs: dict[str, float] | None = None) -> Action:
 REFUSAL = "I'm sorry, but I can't help with comparing these documents."
 
 
+# OpenAI's error codes and messages, as its API sends them.
+_CODES = {401: "invalid_api_key", 403: "unsupported_country_region_territory", 404: "model_not_found",
+          429: "rate_limit_exceeded", 500: "server_error"}
+_MESSAGES = {
+    "invalid_api_key": "Incorrect API key provided: sk-wrong. You can find your API key at "
+                       "https://platform.openai.com/account/api-keys.",
+    "unsupported_country_region_territory": "Country, region, or territory not supported",
+    "model_not_found": "The model `stub-missing` does not exist or you do not have access to it.",
+    "insufficient_quota": "You exceeded your current quota, please check your plan and billing details.",
+}
+
+
 class _Server(ThreadingHTTPServer):
     # The default listen backlog (5) drops connections under 64-256 concurrent clients, which then wait
     # for TCP's SYN retries (1 s, 3 s, ...): a benchmark would measure the kernel, not the client.
     request_queue_size = 1024
     daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:  # a client that timed out and hung up is not news
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class StubOpenAIServer:
@@ -54,15 +74,29 @@ class StubOpenAIServer:
             ``{"status": 500}``, ``{"sleep": 5.0, **ok(...)}``, ``{"malformed": True}``, ``ok(REFUSAL)``;
             ``"echo_auth": True`` in an action echoes the request's Authorization header into the answer or error.
         answer: the default answer when ``behaviour`` is None.
-        delay: seconds to wait before every answer (simulated model latency).
+            ``{"status": 401}`` / ``403`` / ``404`` / ``{"status": 429, "code": "insufficient_quota"}`` (OpenAI's
+            wording for each), any status with ``"message"``.
+        answer: the default answer when ``behaviour`` is None.
+        delay: seconds to wait before every answer (simulated model latency), inside a slot.
         max_requests: requests served at most; later ones get 503.
         lifetime: seconds after which the server stops itself.
+        slots: requests processed at once (None: all); the others queue. A queued request whose client gave up
+            (timed out) by the time its slot frees is dropped, as vLLM and llama-server drop closed connections.
+        context_tokens: prompts longer than this (~4 characters per token, all messages) get llama.cpp's 400
+            "the request exceeds the available context size".
+        record: keep every request's messages in ``requests`` (tests of re-asks).
     """
 
     def __init__(self, behaviour: Callable[[str, int], Action] | None = None, answer: str = "SCORE: 0.5",
-                 delay: float = 0.0, max_requests: int = 100_000, lifetime: float = 300.0, port: int = 0):
+                 delay: float = 0.0, max_requests: int = 100_000, lifetime: float = 300.0, port: int = 0,
+                 slots: int | None = None, context_tokens: int | None = None, record: bool = False):
         self.behaviour = behaviour or (lambda prompt, n: ok(answer))
         self.delay, self.max_requests, self.lifetime = delay, max_requests, lifetime
+        self.context_tokens, self.record = context_tokens, record
+        self._slots = threading.Semaphore(slots) if slots else None
+        self.requests: list[list[dict[str, Any]]] = []  # messages of every request (record=True)
+        self.open_requests = 0  # requests received and not yet answered (queued + in a slot)
+        self.open_at_arrival: list[int] = []  # open requests (this one included) when each request arrived
         self.counts: Counter[str] = Counter()  # requests per prompt key
         self.successes: Counter[str] = Counter()  # 200 answers sent per prompt key
         self.statuses: Counter[int | str] = Counter()
@@ -102,14 +136,36 @@ class StubOpenAIServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _register(self, prompt: str) -> tuple[int, int]:
+    def _register(self, prompt: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
         key = prompt_key(prompt)
         with self._lock:
             self.arrivals.append(time.monotonic())
             self.total += 1
             self.counts[key] += 1
             self.prompts[key] = prompt
+            self.open_requests += 1
+            self.open_at_arrival.append(self.open_requests)
+            if self.record:
+                self.requests.append(messages)
             return self.total, self.counts[key]
+
+    def _done(self) -> None:
+        with self._lock:
+            self.open_requests -= 1
+
+    def _serve(self, action: Action, connection: socket.socket) -> bool:
+        """The model's time, in a slot when slots are limited (queued requests wait for one); False when the client
+        had gone by the time the slot was free (the request is then dropped unanswered)."""
+        if self._slots is None:
+            time.sleep(self.delay + float(action.get("sleep", 0.0)))
+            return True
+        with self._slots:
+            if _closed(connection):
+                with self._lock:
+                    self.statuses["abandoned"] += 1
+                return False
+            time.sleep(self.delay + float(action.get("sleep", 0.0)))
+        return True
 
     def _handler(self):
         stub = self
@@ -129,13 +185,24 @@ class StubOpenAIServer:
                 if not self.path.rstrip("/").endswith("chat/completions"):
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 messages = body.get("messages") or [{}]
-                prompt = str(messages[-1].get("content", ""))
-                total, n = stub._register(prompt)
-                if total > stub.max_requests:
-                    return self._send(503, {"error": {"message": "stub server request limit reached"}})
-                action = stub.behaviour(prompt, n)
-                time.sleep(stub.delay + float(action.get("sleep", 0.0)))
-                self._answer(action, body, prompt)
+                users = [m for m in messages if m.get("role") == "user"] or messages
+                prompt = str(users[0].get("content", ""))
+                total, n = stub._register(prompt, messages)
+                try:
+                    if total > stub.max_requests:
+                        return self._send(503, {"error": {"message": "stub server request limit reached"}})
+                    size = sum(len(str(m.get("content", ""))) for m in messages) // 4
+                    if stub.context_tokens is not None and size > stub.context_tokens:
+                        stub.statuses["context"] += 1
+                        return self._send(400, {"error": {
+                            "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": size,
+                            "message": f"the request exceeds the available context size ({size} > "
+                                       f"{stub.context_tokens} tokens), try increasing it"}})
+                    action = stub.behaviour(prompt, n)
+                    if stub._serve(action, self.connection):
+                        self._answer(action, body, prompt)
+                finally:
+                    stub._done()
 
             def _answer(self, action: Action, body: dict, prompt: str) -> None:
                 status = int(action.get("status", 200))
@@ -145,9 +212,9 @@ class StubOpenAIServer:
                 # A leaky provider: echo the request's credentials back (secret-redaction tests).
                 leak = f" (auth: {self.headers.get('Authorization', '')})" if action.get("echo_auth") else ""
                 if status != 200:
-                    kind = {429: "rate_limit_exceeded", 500: "server_error"}.get(status, "error")
-                    message = f"injected {status}{leak}"
-                    payload = {"error": {"message": message, "type": kind, "code": kind}}
+                    kind = action.get("code") or _CODES.get(status, "error")
+                    message = action.get("message") or _MESSAGES.get(kind) or f"injected {status}"
+                    payload = {"error": {"message": message + leak, "type": kind, "code": kind}}
                     return self._send(status, payload, action.get("headers"))
                 with stub._lock:
                     stub.successes[prompt_key(prompt)] += 1
@@ -170,6 +237,15 @@ class StubOpenAIServer:
                     pass
 
         return Handler
+
+
+def _closed(connection: socket.socket) -> bool:
+    """Whether the client closed its end (a readable socket with nothing to read)."""
+    try:
+        readable, _, _ = select.select([connection], [], [], 0)
+        return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def completion(model: str, content: str, prompt: str, logprobs: dict[str, float] | None = None) -> dict[str, Any]:
@@ -197,9 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=600.0)
     parser.add_argument("--max_requests", type=int, default=10_000_000)
+    parser.add_argument("--slots", type=int, default=None)
     args = parser.parse_args(argv)
     server = StubOpenAIServer(answer=args.answer, delay=args.delay, port=args.port, lifetime=args.lifetime,
-                              max_requests=args.max_requests).start()
+                              max_requests=args.max_requests, slots=args.slots).start()
     print(server.port, flush=True)
     server._thread.join()
 

@@ -201,3 +201,213 @@ def test_logprobs_from_a_real_server(fmt):
         judge = LiteLLMJudge("openai/stub", api_base=s.url, answer_format=fmt, swap=False, **FAST_RETRY)
         vote = judge.compare_many(_pairs(["ok"]))[0]
     assert vote.prob_a == pytest.approx(0.9)
+
+
+# ---------------------------------------------------------------- issue #10: fail fast, say why
+
+
+def _stderr_lines(capfd) -> list[str]:
+    return [line for line in capfd.readouterr().err.splitlines() if line.startswith("zelo: judge")]
+
+
+@pytest.mark.parametrize(
+    ("action", "kind", "fix"),
+    [
+        ({"status": 401}, "auth", "set a valid key"),
+        ({"status": 403}, "auth", "set a valid key"),
+        ({"status": 404}, "model", "check the model string"),
+        ({"status": 429, "code": "insufficient_quota"}, "quota", "add credit"),
+    ],
+)
+def test_fatal_errors_stop_the_judge_after_three_requests(action, kind, fix, capfd):
+    """Not one request per pair: three fatal errors in a row, none retried, then every other pair fails at once."""
+    with StubOpenAIServer(lambda prompt, n: action, lifetime=60) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, **FAST_RETRY)
+        result = judge_pairs(_pairs(["ok"] * 30), judge, concurrency=1, progress=False)
+        assert server.total == 3
+    summary = result.summary
+    assert summary["failed"] == 30 and summary["requests"] == 3
+    assert summary["per_judge"]["openai/stub"]["not_asked"] == 27
+    assert f"3 consecutive fatal errors, {kind}" in summary["stopped_judges"]["openai/stub"]
+    errors = [e for p in summary["failed_pairs"] for e in p["errors"]]
+    assert sum(e.startswith("not asked: judge 'openai/stub' stopped") for e in errors) == 27
+    (line,) = _stderr_lines(capfd)  # ONE line: judge, error class, provider message, the fix
+    assert "'openai/stub'" in line and f"{kind} (" in line and f"Fix: {fix}" in line and "--resume" in line
+
+
+def test_the_stop_line_redacts_the_key_the_provider_echoes(monkeypatch, capfd):
+    secret = "sk-test-SECRET-4b1d2c3e4f5a6b7c8d9e"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with StubOpenAIServer(lambda prompt, n: {"status": 401, "echo_auth": True}, lifetime=60) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, **FAST_RETRY)
+        result = judge_pairs(_pairs(["ok"] * 5), judge, concurrency=1, progress=False)
+    (line,) = _stderr_lines(capfd)
+    assert "Incorrect API key provided" in line and "***" in line and secret not in line
+    assert secret not in json.dumps(result.summary)
+
+
+def test_missing_gemini_key_exits_nonzero_within_seconds(tmp_path, monkeypatch, capfd):
+    """litellm says "Missing Gemini API key" as a 500-ish APIConnectionError: still fatal, not retried for ~86 s."""
+    import socket
+
+    from datasets import Dataset
+
+    from zelo_hf.cli import main
+
+    connect = socket.socket.connect
+
+    def loopback_only(sock, address, *args):  # this test must never reach Google
+        assert address[0] in ("127.0.0.1", "::1"), f"non-loopback connection to {address}"
+        return connect(sock, address, *args)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "VERTEXAI_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    rows = [{"query_id": f"q{q}", "query": f"query {q}", "doc_ids": [f"d{i}" for i in range(6)],
+             "docs": [f"text {q} {i}" for i in range(6)]} for q in range(3)]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "cands.parquet"))
+    start = time.perf_counter()
+    status = main(["judge", "--candidates", str(tmp_path / "cands.parquet"), "--output_dir", str(tmp_path / "out"),
+                   "--judge", "gemini/gemini-2.5-pro", "--degree", "2", "--concurrency", "1", "--progress", "false"])
+    assert status == 4 and time.perf_counter() - start < 20
+    (line,) = _stderr_lines(capfd)
+    assert "Missing Gemini API key" in line and "auth" in line and "GEMINI_API_KEY" in line
+    summary = json.loads((tmp_path / "out" / "judging_summary.json").read_text())
+    assert summary["failed"] == 18 and summary["requests"] == 3
+    assert "gemini/gemini-2.5-pro" in summary["stopped_judges"]
+
+
+def test_a_server_that_is_down_stops_the_judge_at_once(capfd):
+    judge = LiteLLMJudge("openai/stub", api_base="http://127.0.0.1:9/v1", **FAST_RETRY)  # nothing listens
+    start = time.perf_counter()
+    result = judge_pairs(_pairs(["ok"] * 40), judge, concurrency=2, progress=False)
+    (line,) = _stderr_lines(capfd)
+    assert "start the server or fix --api_base" in line and "api_base=http://127.0.0.1:9/v1" in line
+    assert time.perf_counter() - start < 10 and judge.requests_sent <= 4  # 3 in a row (+1 already in flight)
+    assert result.summary["failed"] == 40 and "unreachable" in judge.stopped
+
+
+def test_a_stalled_provider_is_paused_then_stopped(capfd):
+    """Every call times out: 3 timeouts with no answer, a pause, one probe, stop -- not 7 attempts x every pair."""
+    with StubOpenAIServer(lambda prompt, n: {"sleep": 3.0, **ok("SCORE: 0.6")}, lifetime=60) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, stall_after=3, stall_pause=0.5,
+                             **{**FAST_RETRY, "max_retries": 6, "timeout": 0.3})
+        start = time.perf_counter()
+        result = judge_pairs(_pairs(["ok"] * 12), judge, concurrency=2, progress=False)
+        elapsed = time.perf_counter() - start
+        sent = server.total
+    assert sent <= 7 and elapsed < 8  # without the breaker: 12 pairs x 7 attempts x 0.3 s / 2 = 84 requests, 13 s
+    assert result.summary["failed"] == 12 and "stalled" in judge.stopped and "and so did a probe" in judge.stopped
+    (line,) = _stderr_lines(capfd)
+    assert "raise --timeout or lower --concurrency" in line
+
+
+def test_a_provider_that_recovers_during_the_pause_is_resumed(caplog):
+    started = time.monotonic()
+
+    def stalls_then_answers(prompt: str, n: int):
+        return {"sleep": 3.0, **ok("SCORE: 0.6")} if time.monotonic() - started < 1.0 else ok("SCORE: 0.6")
+
+    with StubOpenAIServer(stalls_then_answers, lifetime=60) as server:
+        started = time.monotonic()
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, stall_after=3, stall_pause=1.0,
+                             **{**FAST_RETRY, "max_retries": 6, "timeout": 0.3})
+        result = judge_pairs(_pairs(["ok"] * 12), judge, concurrency=2, progress=False)
+    assert result.summary["judged"] == 12 and not result.summary.get("stopped_judges")
+    assert "all timed out; pausing 1 s, then probing once" in caplog.text  # paused, probed, resumed
+
+
+# ---------------------------------------------------------------- issue #10: re-asks, contradictions, requests
+
+
+def test_a_contradictory_answer_is_reasked_with_a_correction_not_repeated():
+    def contradicts_once(prompt: str, n: int):
+        return ok("Document A: SCORE: 0.9\nDocument B: SCORE: -0.9") if n == 1 else ok("SCORE: 0.6")
+
+    with StubOpenAIServer(contradicts_once, record=True, lifetime=60) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, swap=False, **FAST_RETRY)
+        result = judge_pairs(_pairs(["ok"]), judge, progress=False)
+        first, second = server.requests
+    assert result.preferences["prob_a"] == [pytest.approx(0.8)]  # the re-asked answer, not "the last one wins" (0.05)
+    assert second != first and second[:2] == first[:2]  # same pair, but not the same request at temperature 0
+    assert second[2] == {"role": "assistant", "content": "Document A: SCORE: 0.9\nDocument B: SCORE: -0.9"}
+    assert second[3]["role"] == "user" and "contradictory scores" in second[3]["content"]
+    assert "SCORE: <number>" in second[3]["content"]
+
+
+def test_the_summary_counts_every_request_sent():
+    markers = ["ok"] * 3 + ["burst429", "err500", "refuse", "malformed"]
+    with StubOpenAIServer(_faulty, lifetime=60) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, **FAST_RETRY)
+        summary = judge_pairs(_pairs(markers), judge, concurrency=4, progress=False).summary
+        assert summary["requests"] == server.total == 3 + 3 + 2 + 3 + 2
+    assert summary["calls"] == 7 and summary["per_judge"]["openai/stub"]["requests"] == server.total
+
+
+# ---------------------------------------------------------------- issue #10: documents cut to fit the context
+
+
+LONG = " ".join(f"word{i % 50}" for i in range(1500))  # ~1,500+ tokens
+
+
+def test_documents_are_cut_so_every_prompt_fits_a_small_context():
+    pairs = [Comparison("long?", f"{i} {LONG}", f"{LONG} {i}", None, "q", f"a{i}", f"b{i}") for i in range(4)]
+    with StubOpenAIServer(lambda p, n: ok("A"), context_tokens=1024, record=True, lifetime=60) as server:
+        uncut = LiteLLMJudge("openai/stub", api_base=server.url, answer_format="verdict", name="uncut", **FAST_RETRY)
+        before = judge_pairs(pairs, uncut, progress=False).summary
+        assert before["failed"] == 4 and server.statuses["context"] == 4  # each asked once: not retried
+        errors = [e for p in before["failed_pairs"] for e in p["errors"]]
+        assert all("lower `max_doc_tokens` (--max_doc_tokens" in e and "--context_window" in e for e in errors)
+        assert before["stopped_judges"] == {}  # a prompt too long is this pair's problem, not a dead judge
+        fitted = LiteLLMJudge("openai/stub", api_base=server.url, answer_format="verdict", context_window=1024,
+                              **FAST_RETRY)
+        after = judge_pairs(pairs, fitted, progress=False).summary
+        sizes = [sum(len(m["content"]) for m in r) // 4 for r in server.requests[4:]]
+    assert after["judged"] == 4 and server.statuses["context"] == 4 and max(sizes) <= 1024
+    assert fitted.doc_token_budget() < 400 and all("[...]" in r[1]["content"] for r in server.requests[4:])
+
+
+def test_the_default_budget_comes_from_litellm_and_bad_budgets_say_the_fix():
+    assert 50_000 < LiteLLMJudge("openai/gpt-4o-mini").doc_token_budget() < 64_000  # 128k context
+    assert LiteLLMJudge("openai/unknown-local-model").doc_token_budget() is None  # nothing known: no cut
+    assert LiteLLMJudge("openai/x", max_doc_tokens=100).doc_token_budget() == 100
+    short = LiteLLMJudge("openai/x", context_window=300)  # score format: 256 answer tokens leave nothing
+    with pytest.raises(ValueError, match=r"context_window=300 leaves -?\d+ tokens per document.*--max_doc_tokens"):
+        short.doc_token_budget()
+    with pytest.raises(ValueError, match=r"`max_doc_tokens` must be a positive integer or None \(got max_doc_tokens=0"):
+        LiteLLMJudge("openai/x", max_doc_tokens=0)
+
+
+def test_uncut_documents_keep_their_cache_keys():
+    """The key formula of every answer already paid for: unchanged by the budget and the faster digest."""
+    import hashlib
+
+    judge = LiteLLMJudge("openai/gpt-4o-mini")  # budget ~57k tokens: nothing here is cut
+    c = Comparison("q", "doc a " * 50, "doc b", None, "q", "a", "b")
+    settings = ("score", 0.0, 256, [])
+    old = hashlib.sha256(json.dumps(["openai/gpt-4o-mini", "pairwise-v1", settings, c.query, None, c.doc_a, c.doc_b,
+                                     True], ensure_ascii=False, default=str).encode()).hexdigest()
+    assert judge.cache_key(c, True) == old
+
+
+# ---------------------------------------------------------------- issue #10: adaptive concurrency (AIMD)
+
+
+def _flood(adaptive: bool):
+    """64 pairs at concurrency 32 against a server that serves 2 at a time (0.15 s each) with a 1.5 s timeout: a
+    fixed pool keeps ~32 queued (2.4 s of work), so every round the last third of the queue times out."""
+    with StubOpenAIServer(lambda p, n: ok("SCORE: 0.6"), slots=2, delay=0.15, lifetime=120) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, adaptive_concurrency=adaptive, timeout=1.5,
+                             max_retries=6, retry_wait=(0.05, 0.2), stall_pause=0.5, cost_per_token=(0.0, 0.0))
+        judge.compare_many(_pairs(["warm-up"]))  # litellm's first call is slow: keep it out of the measurement
+        summary = judge_pairs(_pairs(["ok"] * 64), judge, concurrency=32, progress=False).summary
+        return summary, judge, server.total - 1, list(server.open_at_arrival[1:])
+
+
+def test_timeouts_lower_the_requests_in_flight():
+    summary, judge, sent, open_at_arrival = _flood(adaptive=True)
+    fixed_summary, fixed, fixed_sent, _ = _flood(adaptive=False)
+    assert (sent - 64) < 0.7 * (fixed_sent - 64)  # far fewer requests timed out in the queue
+    assert summary["failed"] == 0 and judge.stopped is None
+    assert judge.slots.decreases >= 1 and judge.slots.limit < 32 and fixed.slots.limit is None
+    assert max(open_at_arrival[-16:]) <= 24  # late requests no longer find the whole pool queued ahead of them

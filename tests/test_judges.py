@@ -151,6 +151,31 @@ def test_dry_run_estimate_counts_tokens_and_dollars_without_calls():
     expected = sum(litellm.cost_per_token("openai/gpt-4o-mini", est["prompt_tokens"], est["completion_tokens"]))
     assert est["cost"] == pytest.approx(expected) and est["seconds"] == pytest.approx(16.0)  # rpm=60 binds
     assert est["price_known"] and not LiteLLMJudge("openai/unpriced-local-model").estimate(PAIRS[:2])["price_known"]
+    # Counting each text once and adding the template gives every call's tokens to within a few per prompt.
+    exact = [litellm.token_counter(model=judge.model, messages=judge.messages(c, False)) for c in PAIRS]
+    np.testing.assert_allclose(judge.prompt_token_counts(PAIRS), exact, atol=4)
+
+
+def test_each_call_is_priced_on_its_own_with_the_batch_price_beside_it():
+    """Gemini 2.5 Pro doubles its input price above 200k tokens *per call*: summing all calls' tokens into one
+    "call" crossed that tier (the issue's 1.83x too high)."""
+    import litellm
+
+    judge = LiteLLMJudge("gemini/gemini-2.5-pro")
+    pairs = [Comparison(f"query {i}", "a relevant document " * 40, f"another document {i} " * 40) for i in range(600)]
+    est = judge.estimate(pairs)
+    tokens = judge.prompt_token_counts(pairs)
+    assert est["prompt_tokens"] == tokens.sum() > 200_000 and tokens.max() < 200_000
+    per_call = sum(sum(litellm.cost_per_token(judge.model, int(p), 60)) for p in tokens)
+    as_one_call = sum(litellm.cost_per_token(judge.model, est["prompt_tokens"], est["completion_tokens"]))
+    assert est["cost"] == pytest.approx(per_call) and as_one_call > 1.5 * est["cost"]
+    info = litellm.get_model_info(judge.model)
+    batch = est["prompt_tokens"] * info["input_cost_per_token_batches"] + est["completion_tokens"] * info[
+        "output_cost_per_token_batches"]
+    assert est["batch_cost"] == pytest.approx(batch) == pytest.approx(est["cost"] / 2)
+    local = LiteLLMJudge("openai/local", cost_per_token=(1e-6, 2e-6)).estimate(pairs[:4])
+    assert local["batch_cost"] == pytest.approx(local["cost"] / 2)
+    assert local["batch_price"] == "50% of the online price"
 
 
 def test_rate_limiter_waits_for_tokens_and_requests():

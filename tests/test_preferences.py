@@ -85,6 +85,49 @@ def test_dry_run_spends_nothing(candidates, tmp_path):
     assert result.summary["cached"] == 0
 
 
+def test_dry_run_writes_nothing_and_reads_an_existing_cache(candidates, tmp_path):
+    """Issue #10: a dry run created `<output_dir>.judgments.sqlite`; now it creates no file and changes no byte."""
+    judge = LiteLLMJudge("openai/gpt-4o-mini", mock_response="SCORE: 0.5")
+    judge_pairs(candidates, judge, degree=4, cache=tmp_path / "none.sqlite", dry_run=True, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    judge_pairs(candidates.select([0, 1]), judge, degree=4, cache=tmp_path / "c.sqlite", progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    est = judge_pairs(candidates, judge, degree=4, cache=tmp_path / "c.sqlite", dry_run=True, progress=False).summary
+    assert est["cached"] == 2 * N_DOCS * 2 and est["calls"] == 2 * N_DOCS * 2  # two queries answered, two to go
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_cli_dry_run_creates_no_cache_and_shows_the_batch_price(candidates, tmp_path, capsys):
+    from zelo_hf.cli import main
+
+    candidates.to_parquet(str(tmp_path / "cands.parquet"))
+    out = tmp_path / "prefs"
+    assert main(["judge", "--candidates", str(tmp_path / "cands.parquet"), "--output_dir", str(out), "--degree", "4",
+                 "--judge", "openai/gpt-4o-mini", "--dry_run", "--progress", "false"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cands.parquet"]  # no prefs.judgments.sqlite
+    estimate = json.loads(capsys.readouterr().out)
+    assert 0 < estimate["batch_cost"] == pytest.approx(estimate["cost"] / 2)  # gpt-4o-mini's batch prices: half
+
+
+def test_dry_run_hashes_nothing_and_counts_each_text_once(candidates, monkeypatch):
+    """The 809-query SciFact dry run spent 51 of its 69 s hashing every pair twice per judge (swap coin + cache key)
+    and counted tokens per pair; without a cache there is nothing to look up, and a document is counted once."""
+    import litellm
+
+    import zelo_hf.judges as judges
+
+    digests, encoded = [], []
+    real_digest, real_encode = judges._digest, litellm.encode
+    monkeypatch.setattr(judges, "_digest", lambda *parts: digests.append(1) or real_digest(*parts))
+    monkeypatch.setattr(litellm, "encode", lambda **kw: encoded.append(kw["text"]) or real_encode(**kw))
+    judges._TOKEN_COUNTS.clear()
+    gpt, claude = LiteLLMJudge("openai/gpt-4o-mini", name="gpt"), LiteLLMJudge("anthropic/claude-sonnet-4-5")
+    est = judge_pairs(candidates, EnsembleJudge([gpt, claude]), degree=8, dry_run=True, progress=False).summary
+    assert est["calls"] == 2 * N_QUERIES * N_DOCS * 4 and digests == []
+    texts = {t for row in candidates for t in [row["query"], *row["docs"]]}
+    assert sorted(encoded) == sorted(texts)  # each text once, shared by both judges (litellm gives them one tokenizer)
+
+
 def test_save_load_card_and_push(candidates, tmp_path, monkeypatch):
     pushed = {}
     monkeypatch.setattr("zelo_hf.hub.push_folder", lambda folder, repo_id, **kw: pushed.update(repo=repo_id))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -60,14 +59,15 @@ def build_pairs(candidates: Any, degree: int = 8, seed: int = 0) -> list[Compari
         raise ValueError(f"the candidate set lacks column(s) {missing} (has {candidates.column_names}): "
                          "build it with zelo_hf.candidates (e.g. `zelo candidates`).")
     pairs: list[Comparison] = []
-    for row in candidates:
-        qid, n = str(row["query_id"]), len(row["doc_ids"])
-        if n < 2:
-            logger.warning("query %s has %d candidate(s): nothing to compare, skipped.", qid, n)
-            continue
-        edges = comparison_graph(n, degree, _query_seed(seed, qid))
-        ids, docs = row["doc_ids"], row["docs"]
-        pairs += [Comparison(row["query"], docs[a], docs[b], None, qid, str(ids[a]), str(ids[b])) for a, b in edges]
+    columns = candidates.select_columns(["query_id", "query", "doc_ids", "docs"])
+    for batch in columns.iter(batch_size=256):  # row by row, datasets' formatting was 5 s of a 809-query dry run
+        for qid, query, ids, docs in zip(batch["query_id"], batch["query"], batch["doc_ids"], batch["docs"]):
+            qid, n = str(qid), len(ids)
+            if n < 2:
+                logger.warning("query %s has %d candidate(s): nothing to compare, skipped.", qid, n)
+                continue
+            edges = comparison_graph(n, degree, _query_seed(seed, qid))
+            pairs += [Comparison(query, docs[a], docs[b], None, qid, str(ids[a]), str(ids[b])) for a, b in edges]
     return pairs
 
 
@@ -106,64 +106,82 @@ class _LeafRun:
 
     judge: Judge
     votes: list[Vote | None]
-    keys: list[str | None]
+    keys: list[Any]  # cache keys (with a cache), else hashable pair contents: equal keys share one call
     cached: int = 0
     called: int = 0
+    not_asked: int = 0  # pairs left after the judge stopped (failed at once, no request sent)
+    requests: int = 0  # HTTP requests sent in this run (retries and re-asks included)
     bought: list[Vote] = field(default_factory=list)  # one entry per call made in this run (duplicates share it)
 
 
+def _call_groups(run: _LeafRun) -> list[list[int]]:
+    """Pair indices still to judge, grouped by key (a repeated pair is asked once)."""
+    groups: dict[Any, list[int]] = {}
+    for i, vote in enumerate(run.votes):
+        if vote is None:
+            groups.setdefault(run.keys[i] if run.keys[i] is not None else ("pair", i), []).append(i)
+    return list(groups.values())
+
+
 async def _run_calls(runs: list[_LeafRun], pairs: list[Comparison], cache, concurrency: int, progress: bool) -> None:
-    """Every missing vote of every judge through one pool of ``concurrency`` workers; each answer cached at once."""
+    """Every missing vote of every judge, each judge through its own pool of ``concurrency`` workers (so one judge
+    slowed by its rate limit, its adaptive concurrency or a pause never holds the others' workers); each answer is
+    cached at once. Once a judge stops (see ``LiteLLMJudge.stopped``) its remaining pairs fail without a request."""
     from tqdm.auto import tqdm
 
-    per_run: list[list[tuple[int, list[int]]]] = []  # (run index, pair indices sharing one cache key / call)
-    for r, run in enumerate(runs):
-        groups: dict[Any, list[int]] = {}
-        for i, vote in enumerate(run.votes):
-            if vote is None:
-                groups.setdefault(run.keys[i] if run.keys[i] is not None else ("pair", i), []).append(i)
-        per_run.append([(r, idx) for idx in groups.values()])
-    # Interleave the judges so that one judge's rate limit never idles the workers the others could use.
-    tasks = [t for group in itertools.zip_longest(*per_run) for t in group if t is not None]
-    if not tasks:
+    work = [(run, _call_groups(run)) for run in runs]
+    total = sum(len(groups) for _, groups in work)
+    if not total:
         return
-    bar = tqdm(total=len(tasks), desc="judging", disable=not progress, unit="call")
-    todo = iter(tasks)
+    bar = tqdm(total=total, desc="judging", disable=not progress, unit="call")
 
-    async def worker() -> None:
-        for r, idx in todo:  # one shared iterator: each task taken exactly once
-            run = runs[r]
-            vote = await run.judge.acompare_comparison(pairs[idx[0]])
-            if cache is not None and run.keys[idx[0]] is not None:
-                cache.put(run.keys[idx[0]], vote)
-            run.called += 1
-            run.bought.append(vote)
+    async def worker(run: _LeafRun, todo) -> None:
+        for idx in todo:  # one shared iterator per judge: each call taken exactly once
+            vote = await _one_call(run, pairs[idx[0]], cache, run.keys[idx[0]])
             for i in idx:
                 run.votes[i] = vote
             bar.update(1)
 
+    before = [getattr(run.judge, "requests_sent", 0) for run in runs]
     try:
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(tasks)))))
+        await asyncio.gather(*(worker(run, todo) for run, groups in work for todo in [iter(groups)]
+                               for _ in range(min(concurrency, len(groups)))))
     finally:
         bar.close()
+        for run, start in zip(runs, before):
+            run.requests += getattr(run.judge, "requests_sent", 0) - start
     if any(isinstance(run.judge, LiteLLMJudge) for run in runs):
         await flush_litellm_logging()
+
+
+async def _one_call(run: _LeafRun, pair: Comparison, cache, key: Any) -> Vote:
+    stopped = getattr(run.judge, "stopped", None)
+    if stopped:
+        run.not_asked += 1
+        return Vote(judge=run.judge.name, error=f"not asked: {stopped}"[:500])
+    vote = await run.judge.acompare_comparison(pair)
+    if cache is not None and key is not None:
+        cache.put(key, vote)
+    run.called += 1
+    run.bought.append(vote)
+    return vote
 
 
 def _prepare_runs(judge: Judge, pairs: list[Comparison], cache) -> list[_LeafRun]:
     runs = []
     for leaf in judge.leaves():
         votes: list[Vote | None] = [None] * len(pairs)
-        keys: list[str | None] = [None] * len(pairs)
+        keys: list[Any] = [None] * len(pairs)
         run = _LeafRun(leaf, votes, keys)
-        if leaf.cacheable:  # keys also merge repeated pairs into one call when there is no cache
-            keys[:] = [leaf.cache_key(c, leaf.swap_for(c)) for c in pairs]
         if leaf.cacheable and cache is not None:
+            keys[:] = [leaf.cache_key(c, leaf.swap_for(c)) for c in pairs]
             hits = cache.get_many(k for k in keys if k is not None)
             for i, key in enumerate(keys):
                 if key in hits:
                     votes[i] = hits[key]
             run.cached = sum(v is not None for v in votes)
+        elif leaf.cacheable:  # no cache: the pair's contents merge repeated pairs into one call (no sha256 needed)
+            keys[:] = [(c.query, c.query_b, c.doc_a, c.doc_b) for c in pairs]
         runs.append(run)
     return runs
 
@@ -205,10 +223,12 @@ def judge_pairs(
         degree: comparisons per document (ZELO.md: 8); ignored for a pairs dataset.
         seed: seeds each query's graph (with its query_id).
         cache: a :class:`zelo_hf.cache.JudgmentCache` or a path to one: answered calls are never asked again.
-        concurrency: calls in flight at most (rate limits are per judge, see ``LiteLLMJudge(rpm=, tpm=)``).
+        concurrency: calls in flight at most per judge (rate limits are per judge too, see
+            ``LiteLLMJudge(rpm=, tpm=)``; an LLM judge lowers its own limit on timeouts and 429s).
         max_pairs: judge only the first ``max_pairs`` pairs (a warning says how many were left out).
         progress: show a progress bar.
-        dry_run: spend nothing; the summary holds the estimated calls, tokens, dollars and seconds.
+        dry_run: spend nothing and write nothing (an existing cache is only read); the summary holds the estimated
+            calls, tokens, dollars (online and batch) and seconds.
         combine: ``"mean"``/``"median"`` of the votes (default: the ensemble's own setting, else mean).
 
     Returns:
@@ -223,11 +243,25 @@ def judge_pairs(
         pairs = pairs[:max_pairs]
     if concurrency < 1:
         raise ValueError(f"`concurrency` must be >= 1 (got concurrency={concurrency}): e.g. 64.")
-    if isinstance(cache, str | Path):
-        cache = JudgmentCache(cache)
-    runs = _prepare_runs(judge, pairs, cache)
-    if dry_run:
-        return JudgingResult(None, _dry_run_summary(runs, pairs, concurrency), None, pairs)
+    owned = isinstance(cache, str | Path)  # opened here from a path: closed here (the WAL is folded back)
+    if owned:  # a dry run writes nothing: it reads an existing cache, creates none
+        cache = JudgmentCache(cache) if not dry_run else JudgmentCache(cache, readonly=True) if Path(cache).exists() \
+            else None
+    try:
+        runs = _prepare_runs(judge, pairs, cache)
+        if dry_run:
+            return JudgingResult(None, _dry_run_summary(runs, pairs, concurrency), None, pairs)
+        _run_all(runs, pairs, cache, concurrency, progress)
+    finally:
+        if owned and cache is not None:
+            cache.close()
+    combine = combine or (judge.combine if isinstance(judge, EnsembleJudge) else "mean")
+    preferences, failed, probs = _assemble(pairs, runs, combine)
+    summary = _summary(runs, pairs, probs, judge, degree, seed, time.perf_counter() - started, failed)
+    return JudgingResult(preferences, summary, failed, pairs)
+
+
+def _run_all(runs: list[_LeafRun], pairs: list[Comparison], cache, concurrency: int, progress: bool) -> None:
     remaining = _run_batches(runs, pairs, progress)
     coro = _run_calls(remaining, pairs, cache, concurrency, progress)
     try:
@@ -239,10 +273,6 @@ def judge_pairs(
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(asyncio.run, coro).result()
-    combine = combine or (judge.combine if isinstance(judge, EnsembleJudge) else "mean")
-    preferences, failed, probs = _assemble(pairs, runs, combine)
-    summary = _summary(runs, pairs, probs, judge, degree, seed, time.perf_counter() - started, failed)
-    return JudgingResult(preferences, summary, failed, pairs)
 
 
 def _row(c: Comparison, prob: float | None, votes: list[Vote]) -> dict[str, Any]:
@@ -275,19 +305,24 @@ def _assemble(pairs: list[Comparison], runs: list[_LeafRun], combine: str):
     return make(ok_rows), make(failed_rows), probs
 
 
+def _judge_summary(run: _LeafRun) -> dict[str, Any]:
+    ok = np.array([v.ok for v in run.votes], dtype=bool)
+    unique = list({id(v): v for v in run.votes}.values())  # a repeated pair shares one call: bill it once
+    out = {
+        "votes": int(ok.sum()), "failed_votes": int((~ok).sum()), "cached": run.cached, "calls": run.called,
+        "requests": run.requests, "not_asked": run.not_asked,
+        "prompt_tokens": sum(v.prompt_tokens for v in unique),
+        "completion_tokens": sum(v.completion_tokens for v in unique),
+        "cost": float(sum(v.cost for v in unique)), "cost_this_run": float(sum(v.cost for v in run.bought)),
+    }
+    stopped = getattr(run.judge, "stopped", None)
+    return out | ({"stopped": stopped} if stopped else {})
+
+
 def _summary(runs, pairs, probs, judge, degree, seed, seconds, failed) -> dict[str, Any]:
     from .raters import agreement_by_judge, intransitive_triangle_rate
 
-    per_judge = {}
-    for run in runs:
-        ok = np.array([v.ok for v in run.votes], dtype=bool)
-        unique = list({id(v): v for v in run.votes}.values())  # a repeated pair shares one call: bill it once
-        per_judge[run.judge.name] = {
-            "votes": int(ok.sum()), "failed_votes": int((~ok).sum()), "cached": run.cached, "calls": run.called,
-            "prompt_tokens": sum(v.prompt_tokens for v in unique),
-            "completion_tokens": sum(v.completion_tokens for v in unique),
-            "cost": float(sum(v.cost for v in unique)), "cost_this_run": float(sum(v.cost for v in run.bought)),
-        }
+    per_judge = {run.judge.name: _judge_summary(run) for run in runs}
     prob_arr = np.array([np.nan if p is None else p for p in probs], dtype=np.float64)
     names = [run.judge.name for run in runs for v in run.votes if v.ok]
     vote_p = [v.prob_a for run in runs for v in run.votes if v.ok]
@@ -306,6 +341,8 @@ def _summary(runs, pairs, probs, judge, degree, seed, seconds, failed) -> dict[s
         "judge": judge.name, "judges": [r.judge.name for r in runs], "pairs": len(pairs), "judged": int(judged.sum()),
         "failed": int((~judged).sum()), "partially_failed": partial, "queries": len({c.query_id for c in pairs}),
         "degree": degree, "seed": seed, "calls": sum(r.called for r in runs), "cached": sum(r.cached for r in runs),
+        "requests": sum(r.requests for r in runs),
+        "stopped_judges": {name: j["stopped"] for name, j in per_judge.items() if "stopped" in j},
         "prompt_tokens": sum(j["prompt_tokens"] for j in per_judge.values()),
         "completion_tokens": sum(j["completion_tokens"] for j in per_judge.values()),
         "cost": float(sum(j["cost"] for j in per_judge.values())),
@@ -330,7 +367,9 @@ def _dry_run_summary(runs: list[_LeafRun], pairs: list[Comparison], concurrency:
             "calls": sum(e["calls"] for e in estimates), "cached": sum(r.cached for r in runs),
             "prompt_tokens": sum(e["prompt_tokens"] for e in estimates),
             "completion_tokens": sum(e["completion_tokens"] for e in estimates),
-            "cost": float(sum(e["cost"] for e in estimates)), "seconds": max(seconds) if seconds else None,
+            "cost": float(sum(e["cost"] for e in estimates)),
+            "batch_cost": float(sum(e.get("batch_cost", e["cost"]) for e in estimates)),
+            "seconds": max(seconds) if seconds else None,
             "per_judge": {e["judge"]: e for e in estimates}}
 
 

@@ -13,6 +13,10 @@ Judges are given as strings -- ``simulated``, ``pairwise:<model folder>``, or li
 API keys are read from the environment only (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...). Every answer is
 committed to a SQLite cache (default ``<output_dir>.judgments.sqlite``) as it arrives: rerunning the same
 command, or ``--resume`` after a crash, never pays twice for an answered call.
+
+A judge whose key is missing or rejected, whose model is unknown, whose quota is spent or whose server is down
+stops after ``--max_fatal_errors`` such errors in a row (one line on stderr says why and what to do), its remaining
+pairs are recorded as failed, and the command exits with status 4 (3: some pairs failed; 0: all judged).
 """
 
 from __future__ import annotations
@@ -23,6 +27,18 @@ from pathlib import Path
 from typing import Any
 
 HELP = "Judge comparison pairs with LLMs (litellm), a local pairwise model or a simulated judge."
+DESCRIPTION = """Judge comparison pairs -> a preference-set folder (parquet + card).
+
+Local LLM server (vLLM, llama.cpp's llama-server, Ollama: anything OpenAI-compatible):
+  zelo judge --candidates out/candidates --output_dir out/prefs \\
+      --judge openai/<served model name> --api_base http://127.0.0.1:8080/v1 --answer_format verdict \\
+      --context_window 4096 --concurrency 8 --timeout 120
+  No key is needed (a placeholder is sent; OPENAI_BASE_URL / OPENAI_API_BASE work instead of --api_base).
+  --answer_format logprobs needs a server that returns `logprobs`/`top_logprobs` (vLLM, llama-server do);
+  score and verdict work with any server. Set --concurrency near the server's parallel slots; timeouts and
+  429s lower it automatically (AIMD), and --context_window (the per-slot context) cuts documents to fit.
+Exit status: 0 all pairs judged, 3 some pairs failed, 4 a judge was stopped (bad key, unknown model, quota,
+server down, stalled provider: stderr says which and how to fix it)."""
 
 
 @dataclass
@@ -49,16 +65,39 @@ class JudgeArguments:
     cache: str | None = field(default=None, metadata={"help": "SQLite judgment cache (default: <output_dir>.judgments.sqlite)."})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted run: the cache must exist."})
     dry_run: bool = field(default=False, metadata={"help": "Estimate calls, tokens, dollars and time; spend nothing."})
-    concurrency: int = field(default=64, metadata={"help": "Calls in flight at most."})
+    concurrency: int = field(
+        default=64, metadata={"help": "Calls in flight at most, per LLM judge (lowered automatically on timeouts / "
+                              "429s). For a local server: about its number of parallel slots."}
+    )
     max_pairs: int | None = field(default=None, metadata={"help": "Judge only the first N pairs."})
     answer_format: str = field(
         default="score", metadata={"help": "LLM answer format.", "choices": ["score", "verdict", "logprobs"]}
     )
-    api_base: str | None = field(default=None, metadata={"help": "OpenAI-compatible server for string judges."})
+    api_base: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible server for string judges, e.g. http://127.0.0.1:8080/v1 "
+                                "with --judge openai/<model name>; no key needed."}
+    )
     rpm: float | None = field(default=None, metadata={"help": "Requests per minute per LLM judge (string judges)."})
     tpm: float | None = field(default=None, metadata={"help": "Tokens per minute per LLM judge (string judges)."})
     timeout: float = field(default=60.0, metadata={"help": "Seconds per LLM call."})
-    max_retries: int = field(default=6, metadata={"help": "Retries per call on 429 / 5xx / timeouts."})
+    max_retries: int = field(default=6, metadata={"help": "Retries per call on 429 / 5xx / timeouts (fatal errors and "
+                                                  "context-window errors are not retried)."})
+    max_doc_tokens: int | None = field(
+        default=None, metadata={"help": "Cut documents to this many tokens so every prompt fits (default: derived "
+                                "from --context_window, else from litellm's model info)."}
+    )
+    context_window: int | None = field(
+        default=None, metadata={"help": "Context of the judge model in tokens, for models litellm does not know "
+                                "(a local server's per-slot context)."}
+    )
+    max_fatal_errors: int = field(
+        default=3, metadata={"help": "Stop a judge after this many fatal errors in a row (bad key, unknown model, "
+                             "quota, server down)."}
+    )
+    stall_pause: float = field(
+        default=30.0, metadata={"help": "A judge whose recent calls all time out pauses this many seconds, then "
+                                "probes once; a probe that times out stops it."}
+    )
     data: str | None = field(
         default=None, metadata={"help": "Retrieval data whose qrels drive the simulated judge (default: `grades`)."}
     )
@@ -68,9 +107,11 @@ class JudgeArguments:
 
 
 def make_parser():
+    import argparse
+
     from trl import TrlParser
 
-    return TrlParser((JudgeArguments,))
+    return TrlParser((JudgeArguments,), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _qrels(args: JudgeArguments, dataset) -> dict[str, dict[str, int]] | None:
@@ -89,7 +130,9 @@ def build_judge(args: JudgeArguments, qrels: dict | None):
     from ..judges import EnsembleJudge, judge_from_config
 
     defaults: dict[str, Any] = {"answer_format": args.answer_format, "api_base": args.api_base, "rpm": args.rpm,
-                                "tpm": args.tpm, "timeout": args.timeout, "max_retries": args.max_retries}
+                                "tpm": args.tpm, "timeout": args.timeout, "max_retries": args.max_retries,
+                                "max_doc_tokens": args.max_doc_tokens, "context_window": args.context_window,
+                                "max_fatal_errors": args.max_fatal_errors, "stall_pause": args.stall_pause}
     judges = []
     for spec in args.judge:
         if isinstance(spec, str) and spec != "simulated" and not spec.startswith("pairwise:"):
@@ -122,4 +165,6 @@ def main(args: JudgeArguments) -> int:
     save_preference_set(result, args.output_dir, judge=judge, push_to_hub=args.push_to_hub, source=str(source))
     shown = {k: v for k, v in result.summary.items() if k != "failed_pairs"}
     print(json.dumps(shown | {"output_dir": args.output_dir, "cache": cache}, default=float))
+    if result.summary.get("stopped_judges"):
+        return 4
     return 0 if result.summary["failed"] == 0 else 3
