@@ -6,7 +6,9 @@ Judging spends money, so every successful vote is committed the moment it arrive
 ``LiteLLMJudge.cache_key`` -- so a changed prompt or setting never reuses a stale answer.
 
 Failed calls are not answers: they go to a ``failures`` table (for accounting: a refusal is billed) and are
-asked again on the next run. Nothing secret is stored: votes are redacted, and no request (headers, keys,
+asked again on the next run. Provider batches (``zelo judge --batch``) are recorded in a ``batches`` table the
+moment they are created -- id and the (key, swapped) of every request -- so a restart polls them instead of
+submitting the same requests again. Nothing secret is stored: votes are redacted, and no request (headers, keys,
 api_base) is kept.
 """
 
@@ -32,6 +34,13 @@ CREATE TABLE IF NOT EXISTS failures (
     key TEXT NOT NULL,
     judge TEXT NOT NULL,
     vote TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    judge TEXT NOT NULL,
+    requests TEXT NOT NULL,
+    status TEXT NOT NULL,
     created REAL NOT NULL
 );
 """
@@ -93,9 +102,7 @@ class JudgmentCache:
 
     def put_many(self, items: Sequence[tuple[str, Vote]]) -> int:
         """Store several votes in one transaction; returns how many new answers were stored (existing keys kept)."""
-        if self.readonly:
-            raise ValueError(f"JudgmentCache({str(self.path)!r}) was opened with readonly=True (a dry run): open it "
-                             "without readonly to store votes.")
+        self._check_writable()
         now = time.time()
         answers = [(k, redact(v.judge), _dump(v), now) for k, v in items if v.ok]
         failures = [(k, redact(v.judge), _dump(v), now) for k, v in items if not v.ok]
@@ -108,6 +115,41 @@ class JudgmentCache:
                 self._conn.executemany("INSERT INTO failures VALUES (?, ?, ?, ?)", failures)
             self._conn.commit()
         return stored
+
+    def add_batch(self, batch_id: str, judge: str, requests: Sequence[tuple[str, bool]]) -> None:
+        """Record a submitted provider batch (committed at once: a crash after this never resubmits it)."""
+        self._check_writable()
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?)",
+                               (batch_id, redact(judge), json.dumps([[k, bool(s)] for k, s in requests]), "submitted",
+                                time.time()))
+            self._conn.commit()
+
+    def open_batches(self, judge: str) -> dict[str, list[tuple[str, bool]]]:
+        """The judge's batches whose results are not stored yet: ``{batch_id: [(key, swapped), ...]}``."""
+        if not self._has_table("batches"):  # an old cache opened read-only
+            return {}
+        with self._lock:
+            rows = self._conn.execute("SELECT batch_id, requests FROM batches WHERE judge = ? AND status = 'submitted' "
+                                      "ORDER BY created", (redact(judge),)).fetchall()
+        return {b: [(k, bool(s)) for k, s in json.loads(r)] for b, r in rows}
+
+    def close_batch(self, batch_id: str, status: str) -> None:
+        """Mark a batch whose results (answers and failures) are stored, with the provider's final status."""
+        self._check_writable()
+        with self._lock:
+            self._conn.execute("UPDATE batches SET status = ? WHERE batch_id = ?", (status, batch_id))
+            self._conn.commit()
+
+    def _has_table(self, name: str) -> bool:
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                      (name,)).fetchone() is not None
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise ValueError(f"JudgmentCache({str(self.path)!r}) was opened with readonly=True (a dry run): open it "
+                             "without readonly to store votes.")
 
     def failures(self) -> list[tuple[str, Vote]]:
         """Every failed attempt recorded (key, vote), oldest first."""

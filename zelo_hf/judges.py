@@ -743,6 +743,90 @@ class LiteLLMJudge(Judge):
                 self._warned_cost = True
             return 0.0
 
+    # ---------------------------------------------------------------- provider batch API (zelo judge --batch)
+
+    def batch_model(self) -> str:
+        """The provider's own model name for batch request bodies; only OpenAI-protocol judges batch for now."""
+        model, provider, _, _ = _litellm().get_llm_provider(self.model)
+        if provider != "openai":
+            raise ValueError(
+                f"--batch sends OpenAI Batch API requests (files + batches), so it needs an openai/... judge "
+                f"(got {self.model!r}, provider {provider!r}): judge it online (drop --batch), or serve it behind an "
+                "OpenAI-compatible batch endpoint."
+            )
+        return model
+
+    def batch_line(self, c: Comparison, swapped: bool, key: str) -> dict[str, Any]:
+        """One JSONL line of a batch input file: the very request :meth:`acompare_comparison` would send."""
+        body: dict[str, Any] = {"model": self.batch_model(), "messages": self.messages(c, swapped),
+                                "temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.answer_format == "logprobs":
+            body.update(logprobs=True, top_logprobs=5)
+        body.update({k: v for k, v in self.litellm_kwargs.items() if k not in _LOCAL_KWARGS})
+        return {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+    def batch_vote(self, line: dict[str, Any], swapped: bool) -> Vote:
+        """The vote of one batch output / error line (same parsing and swap handling as online; billed at the batch
+        price). An unreadable answer is a failed vote here: a batch cannot re-ask, the next run does."""
+        vote = Vote(judge=self.name, swapped=swapped)
+        response = line.get("response") or {}
+        body = response.get("body") or {}
+        if line.get("error") or response.get("status_code") != 200:
+            error = line.get("error") or body.get("error") or {}
+            status = response.get("status_code") or error.get("code")
+            vote.error = redact(f"batch request failed ({status}): {error.get('message') or error}")[:500]
+            return vote
+        usage = body.get("usage") or {}
+        vote.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        vote.completion_tokens = int(usage.get("completion_tokens") or 0)
+        prices = self.batch_token_prices()
+        vote.cost = vote.prompt_tokens * prices[0] + vote.completion_tokens * prices[1]
+        choice = (body.get("choices") or [{}])[0]
+        text = (choice.get("message") or {}).get("content")
+        vote.raw_answer = redact(text or "")[:2000]
+        try:
+            vote.score, p_first = parse_answer(text or "", self.answer_format, choice.get("logprobs"))
+        except ParseError as exc:
+            vote.error = redact(f"unparseable answer (batch: asked again on the next run): {exc}")[:500]
+            return vote
+        vote.prob_a = 1.0 - p_first if swapped else p_first
+        return vote
+
+    async def batch_api(self, name: str, **kwargs: Any) -> Any:
+        """One call of litellm's files / batches API (``acreate_file``, ``acreate_batch``, ``aretrieve_batch``,
+        ``afile_content``) with the judge's retry rules; fatal errors feed the breaker and are raised at once."""
+        call = getattr(_litellm(), name)
+        auth = {"api_key": self._call_kwargs()["api_key"]} if "api_key" in self._call_kwargs() else {}
+        for attempt in range(self.max_retries + 1):
+            if self.stopped:
+                raise JudgeStopped(self.stopped)
+            try:
+                result = await _with_timeout(call(custom_llm_provider="openai", api_base=self.api_base,
+                                                  timeout=self.timeout, **auth, **kwargs), self.timeout + 5.0)
+            except Exception as exc:
+                kind = classify_error(exc)
+                self.breaker.record(kind, exc)
+                if kind not in RETRIED_KINDS or attempt == self.max_retries:
+                    raise _CallFailed(kind) from exc
+                await asyncio.sleep(_backoff(attempt, self.retry_wait[0], self.retry_wait[1], _retry_after(exc)))
+                continue
+            self.breaker.record("ok")
+            return result
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def batch_token_prices(self) -> tuple[float, float]:
+        """Dollars per (input, output) token through the batch API: litellm's batch prices, else half the online."""
+        if self.cost_per_token is not None:
+            return 0.5 * self.cost_per_token[0], 0.5 * self.cost_per_token[1]
+        try:
+            info = _litellm().get_model_info(self.model)
+        except Exception:  # noqa: BLE001 -- unmapped model
+            self._cost(0, 0)  # warns once that costs are recorded as 0
+            return 0.0, 0.0
+        online = (info.get("input_cost_per_token") or 0.0, info.get("output_cost_per_token") or 0.0)
+        batch = (info.get("input_cost_per_token_batches"), info.get("output_cost_per_token_batches"))
+        return tuple(b if b is not None else 0.5 * o for b, o in zip(batch, online))
+
     # ---------------------------------------------------------------- dry-run estimate
 
     def estimate(
@@ -841,6 +925,7 @@ class _CallFailed(Exception):
         return f"{type(cause).__name__}: {cause}" if cause is not None else self.kind
 
 
+_LOCAL_KWARGS = ("mock_response",)  # litellm-side test switches, never sent to a provider
 _QUERY_ALLOWANCE = 128  # tokens kept for each query when a document budget is derived from the context window
 _MIN_DOC_TOKENS = 16
 

@@ -110,7 +110,8 @@ class _LeafRun:
     cached: int = 0
     called: int = 0
     not_asked: int = 0  # pairs left after the judge stopped (failed at once, no request sent)
-    requests: int = 0  # HTTP requests sent in this run (retries and re-asks included)
+    requests: int = 0  # HTTP requests sent in this run (retries and re-asks included; batch: requests submitted)
+    batch: dict[str, Any] | None = None  # batch ids, submitted and resumed counts (``batch=True``)
     bought: list[Vote] = field(default_factory=list)  # one entry per call made in this run (duplicates share it)
 
 
@@ -213,6 +214,9 @@ def judge_pairs(
     progress: bool = True,
     dry_run: bool = False,
     combine: str | None = None,
+    batch: bool = False,
+    batch_poll_interval: float = 30.0,
+    batch_timeout: float = 25 * 3600.0,
 ) -> JudgingResult:
     """Judge every comparison pair of a candidate set (or a pairs dataset) and return the preference set.
 
@@ -230,6 +234,11 @@ def judge_pairs(
         dry_run: spend nothing and write nothing (an existing cache is only read); the summary holds the estimated
             calls, tokens, dollars (online and batch) and seconds.
         combine: ``"mean"``/``"median"`` of the votes (default: the ensemble's own setting, else mean).
+        batch: send the LLM judges' uncached pairs through the provider's batch API (OpenAI files + batches; half
+            price, results within 24 h). Needs ``cache``: batch ids are stored there, so a rerun after a crash or
+            ``batch_timeout`` polls the same batches (nothing is submitted twice). Failed and expired requests are
+            failed votes with the reason; an unreadable answer is not re-asked inside a batch (the next run asks).
+        batch_poll_interval, batch_timeout: seconds between polls, and before giving up polling for this run.
 
     Returns:
         :class:`JudgingResult` (``preferences, summary = ...``) with ``failed``: the pairs whose votes all failed.
@@ -243,6 +252,13 @@ def judge_pairs(
         pairs = pairs[:max_pairs]
     if concurrency < 1:
         raise ValueError(f"`concurrency` must be >= 1 (got concurrency={concurrency}): e.g. 64.")
+    if batch and cache is None and not dry_run:
+        raise ValueError("batch=True needs a judgment cache (got cache=None): pass cache=<path>; the batch ids are "
+                         "stored there so a restart resumes polling instead of submitting again.")
+    if batch and not dry_run:
+        for leaf in judge.leaves():
+            if isinstance(leaf, LiteLLMJudge):
+                leaf.batch_model()  # an unsupported provider fails here, before anything is sent
     owned = isinstance(cache, str | Path)  # opened here from a path: closed here (the WAL is folded back)
     if owned:  # a dry run writes nothing: it reads an existing cache, creates none
         cache = JudgmentCache(cache) if not dry_run else JudgmentCache(cache, readonly=True) if Path(cache).exists() \
@@ -251,7 +267,8 @@ def judge_pairs(
         runs = _prepare_runs(judge, pairs, cache)
         if dry_run:
             return JudgingResult(None, _dry_run_summary(runs, pairs, concurrency), None, pairs)
-        _run_all(runs, pairs, cache, concurrency, progress)
+        options = {"poll_interval": batch_poll_interval, "timeout": batch_timeout} if batch else None
+        _run_all(runs, pairs, cache, concurrency, progress, options)
     finally:
         if owned and cache is not None:
             cache.close()
@@ -261,9 +278,137 @@ def judge_pairs(
     return JudgingResult(preferences, summary, failed, pairs)
 
 
-def _run_all(runs: list[_LeafRun], pairs: list[Comparison], cache, concurrency: int, progress: bool) -> None:
+# ---------------------------------------------------------------- provider batch APIs (zelo judge --batch)
+
+BATCH_LIMITS = (50_000, 200 * 1024 * 1024)  # OpenAI Batch API: requests and bytes per input file
+_FINAL = ("completed", "failed", "expired", "cancelled")
+
+
+async def _run_provider_batches(runs: list[_LeafRun], pairs: list[Comparison], cache, poll_interval: float,
+                                timeout: float) -> None:
+    """The missing votes of LLM judges through their provider's batch API (half price), judges side by side."""
+    await asyncio.gather(*(_batch_judge(run, pairs, cache, poll_interval, timeout) for run in runs))
+    await flush_litellm_logging()
+
+
+async def _batch_judge(run: _LeafRun, pairs: list[Comparison], cache, poll_interval: float, timeout: float) -> None:
+    """Resume this judge's open batches, submit the requests in none of them, poll, store every result."""
+    judge = run.judge
+    groups = {run.keys[idx[0]]: idx for idx in _call_groups(run)}
+    open_batches = cache.open_batches(judge.name)
+    in_flight = {key for requests in open_batches.values() for key, _ in requests}
+    run.batch = {"resumed": len(open_batches), "submitted": 0, "batch_ids": list(open_batches)}
+    results: dict[str, Vote] = {}
+    try:
+        todo = [(key, idx) for key, idx in groups.items() if key not in in_flight]
+        for lines in _batch_chunks(judge, pairs, todo):
+            batch_id = await _submit_batch(judge, lines)
+            requests = [(line["custom_id"], swapped) for line, swapped in lines]
+            cache.add_batch(batch_id, judge.name, requests)  # committed before polling: a restart resumes it
+            open_batches[batch_id] = requests
+            run.batch["batch_ids"].append(batch_id)
+            run.batch["submitted"] += len(lines)
+            run.called += len(lines)
+            run.requests += len(lines)
+        results, still_open = await _collect_batches(judge, cache, open_batches, poll_interval, timeout)
+    except Exception as exc:  # noqa: BLE001 -- a dead key or server: every request not answered fails with the reason
+        still_open, reason = {}, f"batch API failed: {type(exc).__name__}: {exc}"
+        results = cache.get_many(groups)  # what finished batches stored before the failure
+    else:
+        reason = None
+    unfinished = {key: batch_id for batch_id, requests in still_open.items() for key, _ in requests}
+    for key, idx in groups.items():
+        vote = results.get(key)
+        if vote is None:
+            error = reason or (f"batch {unfinished[key]} not finished after {timeout:g} s: rerun the same command to "
+                               "collect it (it is not submitted again)" if key in unfinished else "no batch result")
+            vote = Vote(judge=judge.name, swapped=judge.swap_for(pairs[idx[0]]), error=redact(error)[:500])
+        else:
+            run.bought.append(vote)
+        for i in idx:
+            run.votes[i] = vote
+
+
+def _batch_chunks(judge: LiteLLMJudge, pairs: list[Comparison], todo: list[tuple[str, list[int]]]):
+    """Batch input lines ``(line, swapped)``, split at the provider's request and size limits."""
+    chunk: list[tuple[dict[str, Any], bool]] = []
+    size = 0
+    for key, idx in todo:
+        c = pairs[idx[0]]
+        swapped = judge.swap_for(c)
+        line = judge.batch_line(c, swapped, key)
+        length = len(json.dumps(line, ensure_ascii=False).encode("utf-8")) + 1
+        if chunk and (len(chunk) >= BATCH_LIMITS[0] or size + length > BATCH_LIMITS[1]):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((line, swapped))
+        size += length
+    if chunk:
+        yield chunk
+
+
+async def _submit_batch(judge: LiteLLMJudge, lines: list[tuple[dict[str, Any], bool]]) -> str:
+    data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line, _ in lines).encode("utf-8")
+    uploaded = await judge.batch_api("acreate_file", file=("zelo-judge.jsonl", data), purpose="batch")
+    batch = await judge.batch_api("acreate_batch", completion_window="24h", endpoint="/v1/chat/completions",
+                                  input_file_id=uploaded.id, metadata={"source": "zelo judge --batch"})
+    return batch.id
+
+
+async def _collect_batches(judge: LiteLLMJudge, cache, open_batches: dict[str, list[tuple[str, bool]]],
+                           poll_interval: float, timeout: float):
+    """Poll until every batch is final (or ``timeout``); each finished batch's results are cached at once.
+
+    Returns ``(votes by key, batches still open)``.
+    """
+    deadline = time.monotonic() + timeout
+    pending, results = dict(open_batches), {}
+    while pending:
+        for batch_id in list(pending):
+            batch = await judge.batch_api("aretrieve_batch", batch_id=batch_id)
+            if batch.status not in _FINAL:
+                continue
+            votes = await _batch_results(judge, batch, pending.pop(batch_id))
+            cache.put_many(list(votes.items()))
+            cache.close_batch(batch_id, batch.status)
+            results.update(votes)
+        if pending and time.monotonic() + poll_interval > deadline:
+            break
+        if pending:
+            await asyncio.sleep(poll_interval)
+    return results, pending
+
+
+async def _batch_results(judge: LiteLLMJudge, batch: Any, requests: list[tuple[str, bool]]) -> dict[str, Vote]:
+    """Votes of a finished batch: its output and error files; a request in neither (expired, cancelled) fails."""
+    swapped = dict(requests)
+    votes: dict[str, Vote] = {}
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        content = await judge.batch_api("afile_content", file_id=file_id)
+        for raw in content.content.decode("utf-8").splitlines():
+            line = json.loads(raw) if raw.strip() else {}
+            if line.get("custom_id") in swapped:
+                votes[line["custom_id"]] = judge.batch_vote(line, swapped[line["custom_id"]])
+    for key, was_swapped in requests:
+        if key not in votes:
+            votes[key] = Vote(judge=judge.name, swapped=was_swapped,
+                              error=f"batch {batch.id} ended {batch.status} without a result for this request")
+    return votes
+
+
+def _run_all(runs: list[_LeafRun], pairs: list[Comparison], cache, concurrency: int, progress: bool,
+             batch: dict[str, float] | None) -> None:
     remaining = _run_batches(runs, pairs, progress)
-    coro = _run_calls(remaining, pairs, cache, concurrency, progress)
+    batched = [r for r in remaining if batch is not None and isinstance(r.judge, LiteLLMJudge)]
+    online = [r for r in remaining if r not in batched]
+
+    async def both() -> None:
+        await asyncio.gather(_run_calls(online, pairs, cache, concurrency, progress),
+                             _run_provider_batches(batched, pairs, cache, **batch) if batched else asyncio.sleep(0))
+
+    coro = both()
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # no loop running: the normal case (scripts, the CLI)
@@ -316,7 +461,7 @@ def _judge_summary(run: _LeafRun) -> dict[str, Any]:
         "cost": float(sum(v.cost for v in unique)), "cost_this_run": float(sum(v.cost for v in run.bought)),
     }
     stopped = getattr(run.judge, "stopped", None)
-    return out | ({"stopped": stopped} if stopped else {})
+    return out | ({"stopped": stopped} if stopped else {}) | ({"batch": run.batch} if run.batch is not None else {})
 
 
 def _summary(runs, pairs, probs, judge, degree, seed, seconds, failed) -> dict[str, Any]:

@@ -98,6 +98,15 @@ class JudgeArguments:
         default=30.0, metadata={"help": "A judge whose recent calls all time out pauses this many seconds, then "
                                 "probes once; a probe that times out stops it."}
     )
+    batch: bool = field(
+        default=False, metadata={"help": "Send LLM judges' pairs through the provider's batch API (OpenAI files + "
+                                 "batches: half price, within 24 h). Batch ids go to the cache: rerunning the same "
+                                 "command after a crash polls them again, nothing is submitted twice."}
+    )
+    batch_poll_interval: float = field(default=30.0, metadata={"help": "Seconds between batch status polls."})
+    batch_timeout: float = field(
+        default=25 * 3600.0, metadata={"help": "Seconds to poll before leaving open batches for a later rerun."}
+    )
     data: str | None = field(
         default=None, metadata={"help": "Retrieval data whose qrels drive the simulated judge (default: `grades`)."}
     )
@@ -158,6 +167,7 @@ def main(args: JudgeArguments) -> int:
     result = judge_pairs(
         dataset, judge, degree=args.degree, seed=args.seed, cache=cache, concurrency=args.concurrency,
         max_pairs=args.max_pairs, progress=args.progress, dry_run=args.dry_run, combine=args.combine,
+        batch=args.batch, batch_poll_interval=args.batch_poll_interval, batch_timeout=args.batch_timeout,
     )
     if args.dry_run:
         print(json.dumps(result.summary, indent=2, default=float))
