@@ -9,9 +9,12 @@ For each concurrency (default 64 and 256) it times, in the same run and against 
 The ratio pipeline / bare is the overhead of everything that protects the bill (target >= 0.8); on a shared
 machine wall-clock rounds are noisy, so rounds are interleaved, the median ratio is reported, and so is the
 client's CPU time per pair (the server runs in its own process), which other processes' load barely moves. Then the
-largest run is repeated from the cache alone (every pair a cache hit, target < 5 s for 10,000 pairs).
+largest run is repeated from the cache alone (every pair a cache hit, target < 5 s for 10,000 pairs). Last, the
+batch path (``judge_pairs(batch=True)``) judges ``--batch_pairs`` pairs through tests/openai_batch_server.py (the
+OpenAI files + batches protocol, instant batches, in this process): its wall time per 10,000 pairs is the overhead
+of building, uploading, polling, downloading, parsing and caching a batch.
 
-    python eval/bench_judge.py --pairs 600 --rounds 5 --cache_pairs 10000 --concurrency 64 256
+    python eval/bench_judge.py --pairs 600 --rounds 5 --cache_pairs 10000 --batch_pairs 10000 --concurrency 64 256
 """
 
 from __future__ import annotations
@@ -99,12 +102,33 @@ def pipeline(url: str, pairs, concurrency: int, cache_path: str):
     return time.perf_counter() - start, result.summary
 
 
+def batch_path(pairs, cache_path: str) -> dict:
+    """Wall time of judge_pairs(batch=True) against the local batch server (instant batches)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from openai_batch_server import StubBatchServer
+
+    from zelo_hf.judges import LiteLLMJudge
+    from zelo_hf.preferences import judge_pairs
+
+    with StubBatchServer(batch_delay=0.0, lifetime=900) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, cost_per_token=(1e-7, 4e-7), timeout=300.0)
+        start, cpu = time.perf_counter(), time.process_time()
+        result = judge_pairs(pairs, judge, cache=cache_path, batch=True, batch_poll_interval=0.05, progress=False)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    assert result.summary["judged"] == len(pairs), result.summary
+    return {"pairs": len(pairs), "batches": server.calls["create"], "seconds": round(seconds, 2),
+            "seconds_per_10k_pairs": round(1e4 * seconds / len(pairs), 2),
+            "cpu_seconds_per_10k_pairs": round(1e4 * cpu / len(pairs), 2),
+            "note": "server in this process: its JSONL work is included"}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=600, help="pairs per throughput run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved bare/pipeline rounds (medians reported)")
     parser.add_argument("--cache_pairs", type=int, default=10_000, help="pairs of the cache-hit rerun")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--batch_pairs", type=int, default=10_000, help="pairs of the batch-path run (0: skip)")
     args = parser.parse_args(argv)
 
     import litellm
@@ -170,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
             "rerun_seconds": round(rerun_s, 2),
             "calls": summary["calls"],
         }
+        if args.batch_pairs:
+            out["batch"] = batch_path(make_pairs(args.batch_pairs, "batch"), f"{tmp}/batch.sqlite")
     finally:
         server.kill()
         server.wait()
