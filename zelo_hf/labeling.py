@@ -382,6 +382,8 @@ def _list_lengths(column, name: str, query_ids: _QueryIds) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if len(column) == 0:
+        return np.zeros(0, dtype=np.int64)
     if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
         raise ValueError(f"`{name}` must hold one list per query (got type {column.type}): see docs/design.md.")
     if column.null_count:
@@ -394,7 +396,8 @@ def _indices(column, name: str, query_ids: _QueryIds) -> tuple[np.ndarray, np.nd
     """Lengths and flat int64 values of ``pair_a`` / ``pair_b``: integers, none missing."""
     import pyarrow as pa
 
-    lengths, values = _list_lengths(column, name, query_ids), column.flatten()
+    lengths = _list_lengths(column, name, query_ids)
+    values = column.flatten() if len(column) else pa.array([], pa.int64())
     if values.null_count or not (pa.types.is_integer(values.type) or len(values) == 0):
         e = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]) if values.null_count else 0
         q = int(np.searchsorted(np.cumsum(lengths), e, side="right"))
@@ -409,7 +412,8 @@ def _probabilities(column, query_ids: _QueryIds) -> tuple[np.ndarray, np.ndarray
     """Lengths and flat float64 ``prob_a``; a failed pair (null) becomes NaN, which the fit reports by query."""
     import pyarrow as pa
 
-    lengths, values = _list_lengths(column, "prob_a", query_ids), column.flatten()
+    lengths = _list_lengths(column, "prob_a", query_ids)
+    values = column.flatten() if len(column) else pa.array([], pa.float64())
     if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type) or pa.types.is_null(values.type)):
         raise ValueError(f"`prob_a` must hold numbers P(a beats b) in [0, 1] (got type {values.type}).")
     return lengths, values.cast(pa.float64()).to_numpy(zero_copy_only=False)
@@ -419,6 +423,8 @@ def _check_unique_doc_ids(column, sizes: np.ndarray, query_ids: _QueryIds) -> No
     """Each doc_id at most once per query: one hash pass over the batch's ids (Arrow), then integer checks."""
     import pyarrow.compute as pc
 
+    if len(column) == 0:
+        return
     encoded = pc.dictionary_encode(column.flatten())
     if len(encoded.dictionary) == len(encoded):  # no id repeats anywhere in the batch (the common case)
         return
@@ -479,6 +485,8 @@ def thurstone_map(
     ``num_proc``). Bad rows raise an error naming the ``query_id``.
     """
     edges, probs, sizes, query_ids = _check_batch(batch)
+    if len(sizes) == 0:
+        return {name: [] for name in FIT_COLUMNS}
     res = fit_scores_flat(
         edges, probs, sizes, model=model, prior_sd=prior_sd, tol=tol, max_iter=max_iter, compute_se=compute_se,
         query_ids=query_ids, num_threads=num_threads,
