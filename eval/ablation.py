@@ -96,6 +96,16 @@ class AblationArguments:
             "so a step reads about as many documents as the other arms' steps."
         },
     )
+    model_kind: str = field(
+        default="cross",
+        metadata={"help": "'cross': every arm fine-tunes the base as a cross-encoder (PointwiseTrainer); 'zembed': every "
+                  "arm trains the base bi-encoder's query tower, documents frozen (ZembedTrainer), epoch picked on "
+                  "dev queries of the training split."},
+    )
+    dev_query_fraction: float = field(
+        default=0.15, metadata={"help": "zembed: share of the training queries kept out for epoch selection."}
+    )
+    teacher_temperature: float = field(default=0.1, metadata={"help": "zembed: softmax temperature of the targets."})
     eval_batch_size: int = field(default=128, metadata={"help": "Scoring batch size."})
     device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu' or 'cuda'."})
 
@@ -110,6 +120,8 @@ class AblationArguments:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda' (got device={self.device!r}).")
+        if self.model_kind not in ("cross", "zembed"):
+            raise ValueError(f"`model_kind` must be 'cross' or 'zembed' (got model_kind={self.model_kind!r}).")
         if not self.seeds:
             raise ValueError("`seeds` is empty: pass at least one, e.g. --seeds 0 1 2.")
 
@@ -333,6 +345,72 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     return record
 
 
+ZEMBED_LOSSES = {"zelo": ("listwise_kl", "score"), "dense": ("listwise_kl", "score"),
+                 "binary": ("listwise_kl", "label"), "contrastive": ("contrastive", "label")}
+
+
+def zembed_label_rows(train_ds, arm: str):
+    """Per-query rows for ZembedTrainer from the flat training rows: zELO arms regress `score`, the binary arm the
+    0/1 labels through the same listwise KL, the contrastive arm InfoNCE over the 0/1 labels."""
+    from datasets import Dataset
+
+    _, column = ZEMBED_LOSSES[arm]
+    grouped: dict[str, dict[str, Any]] = {}
+    for row in train_ds:
+        g = grouped.setdefault(row["query_id"], {"query_id": row["query_id"], "query": row["query"], "docs": [],
+                                                 "score": [], "labels": []})
+        g["docs"].append(row["doc"])
+        g["score"].append(float(row[column]))
+        g["labels"].append(float(row["label"]))
+    rows = list(grouped.values())
+    if arm == "contrastive":
+        rows = [r for r in rows if any(r["labels"])]  # InfoNCE needs a positive
+    return Dataset.from_list(rows)
+
+
+def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qrels, args: AblationArguments,
+                              index):
+    """Train the base bi-encoder's query tower with the arm's targets (dev queries pick the epoch), rerank held-out."""
+    from transformers import set_seed
+
+    from zelo_hf.evaluation import evaluate_run
+    from zelo_hf.pipeline import bi_encoder_run, dev_queries
+    from zelo_hf.trainer import ZembedConfig, ZembedTrainer
+
+    rows = zembed_label_rows(train_ds, arm)
+    dev = dev_queries(train_ds["query_id"], args.dev_query_fraction, args.judge_seed)  # the same dev set for every arm
+    train = rows.filter(lambda q: q not in dev, input_columns="query_id")
+    dev_rows = zembed_label_rows(train_ds.filter(lambda q: q in dev, input_columns="query_id"), "zelo" if arm in (
+        "zelo", "dense") else "binary")
+    set_seed(seed)
+    config = ZembedConfig(
+        output_dir=str(Path(args.output_dir) / "zembed-trainer"), loss_type=ZEMBED_LOSSES[arm][0], seed=seed,
+        num_train_epochs=args.epochs, learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
+        teacher_temperature=args.teacher_temperature, max_query_length=args.max_query_length, report_to="none",
+        disable_tqdm=True, use_cpu=_device(args) == "cpu", logging_steps=10,
+    )
+    started = time.perf_counter()
+    trainer = ZembedTrainer(base_model_path(args.model_name_or_path), args=config, train_dataset=train,
+                            eval_dataset=dev_rows, document_index=index)
+    result = trainer.train()
+    metrics = evaluate_run(bi_encoder_run(trainer.model, eval_candidates, index), qrels)
+    return {"arm": arm, "seed": seed, "train_loss": float(result.training_loss), "steps": int(result.global_step),
+            "train_rows": len(train_ds), "train_queries": len(train), "dev_queries": len(dev),
+            "kept_epoch": trainer.selection()["kept_epoch"], "train_seconds": round(time.perf_counter() - started, 1),
+            **metrics["aggregate"]}
+
+
+def _zembed_index(train_cands, eval_cands, args: AblationArguments):
+    from sentence_transformers import SentenceTransformer
+
+    from zelo_hf.trainer import DocumentIndex
+
+    encoder = SentenceTransformer(base_model_path(args.model_name_or_path), device=_device(args))
+    texts = [d for docs in train_cands["docs"] for d in docs[: args.train_depth]]
+    texts += [d for docs in eval_cands["docs"] for d in docs]
+    return DocumentIndex.build(encoder, texts, batch_size=args.eval_batch_size)
+
+
 # -------------------------------------------------------------------------------------------------- one dataset
 def _sizes(name: str, args: AblationArguments) -> tuple[int | None, int | None]:
     if name == "scifact":
@@ -340,19 +418,29 @@ def _sizes(name: str, args: AblationArguments) -> tuple[int | None, int | None]:
     return args.num_train_queries, args.num_eval_queries
 
 
-def _baselines(name, test, eval_cands, args) -> list[dict[str, Any]]:
+def _baselines(name, test, eval_cands, args, index=None) -> list[dict[str, Any]]:
+    """BM25, random orderings (mean and sd of 10) and the base bi-encoder's cosine (the way it was trained)."""
     from sentence_transformers import SentenceTransformer
 
-    from zelo_hf.evaluation import evaluate_reranker
+    from zelo_hf.evaluation import evaluate_reranker, evaluate_run, random_run
 
     bm25 = evaluate_reranker(eval_cands, test.qrels)
+    shuffles = [evaluate_run(random_run(eval_cands, s), test.qrels)["aggregate"] for s in range(10)]
     encoder = SentenceTransformer(base_model_path(args.model_name_or_path), device=_device(args))
     encoder.max_seq_length = args.max_length
-    base = evaluate_reranker(eval_cands, test.qrels, scorer=encoder, batch_size=args.eval_batch_size)
+    if index is not None:  # the frozen document embeddings zembed uses: same model, same length, computed once
+        from zelo_hf.pipeline import bi_encoder_run
+
+        base = evaluate_run(bi_encoder_run(encoder, eval_cands, index), test.qrels)
+    else:
+        base = evaluate_reranker(eval_cands, test.qrels, scorer=encoder, batch_size=args.eval_batch_size)
     del encoder
+    random_row = {m: float(np.mean([r[m] for r in shuffles])) for m in shuffles[0]}
+    random_row["ndcg@10 sd"] = float(np.std([r["ndcg@10"] for r in shuffles], ddof=1))
     return [
-        {"system": "BM25 (first stage)", "comparisons": 0, **bm25["aggregate"]},
-        {"system": "base model untrained (bi-encoder cosine)", "comparisons": 0, **base["aggregate"]},
+        {"system": "BM25 (first stage)", "kind": "first_stage", "comparisons": 0, **bm25["aggregate"]},
+        {"system": "random order (10 shuffles)", "kind": "random", "comparisons": 0, **random_row},
+        {"system": "base model untrained (bi-encoder cosine)", "kind": "base", "comparisons": 0, **base["aggregate"]},
     ]
 
 
@@ -382,7 +470,8 @@ def run_dataset(name: str, args: AblationArguments) -> dict[str, Any]:
         labels, n_cross = _labels(prefs, judge, args, root / f"labels-{arm}-{lkey}")
         targets[arm] = (_label_scores(labels), len(prefs) + n_cross)
 
-    rows = _baselines(name, test, eval_cands, args)
+    index = _zembed_index(train_cands, eval_cands, args) if args.model_kind == "zembed" else None
+    rows = _baselines(name, test, eval_cands, args, index)
     records = []
     for arm in arms:
         scores, comparisons = targets.get(arm, (None, 0))
@@ -392,7 +481,10 @@ def run_dataset(name: str, args: AblationArguments) -> dict[str, Any]:
         )
         for seed in args.seeds:
             path = root / "runs" / f"{arm}-seed{seed}-{run_key}.json"
-            run = partial(train_and_evaluate, arm, seed, train_ds, eval_cands, test.qrels, args, root)
+            if args.model_kind == "zembed":
+                run = partial(train_and_evaluate_zembed, arm, seed, train_ds, eval_cands, test.qrels, args, index)
+            else:
+                run = partial(train_and_evaluate, arm, seed, train_ds, eval_cands, test.qrels, args, root)
             record = _cached_json(path, run)
             records.append({**record, "comparisons": comparisons})
             logger.warning("%s %s seed %d: ndcg@10=%.4f", name, arm, seed, record["ndcg@10"])
@@ -412,7 +504,7 @@ _NOT_RUN_KEYS = {"datasets", "arms", "dense_datasets", "output_dir", "seeds", "e
 
 def _arm_row(arm: str, records: list[dict[str, Any]], comparisons: int) -> dict[str, Any]:
     ndcg = np.array([r["ndcg@10"] for r in records])
-    row = {"system": ARM_NAMES[arm], "comparisons": comparisons}
+    row = {"system": ARM_NAMES[arm], "kind": "trained", "comparisons": comparisons}
     for metric in ("ndcg@10", "recall@100", "mrr@10"):
         row[metric] = float(np.mean([r[metric] for r in records]))
     row["ndcg@10 sd"] = float(ndcg.std(ddof=1)) if len(ndcg) > 1 else 0.0
@@ -422,7 +514,7 @@ def _arm_row(arm: str, records: list[dict[str, Any]], comparisons: int) -> dict[
 
 
 # ---------------------------------------------------------------------------------------------------------- report
-COLUMNS = ["dataset", "system", "comparisons", "train rows", "ndcg@10", "ndcg@10 sd", "ndcg@10 per seed",
+COLUMNS = ["dataset", "system", "kind", "comparisons", "train rows", "ndcg@10", "ndcg@10 sd", "ndcg@10 per seed",
            "recall@100", "mrr@10"]  # fmt: skip
 
 

@@ -36,6 +36,17 @@ class EvaluateArguments:
     first_stage: str = field(default="bm25", metadata={"help": "First stage.", "choices": ["bm25"]})
     depth: int = field(default=100, metadata={"help": "First-stage top-k reranked per query."})
     num_queries: int | None = field(default=None, metadata={"help": "Only the first N queries (sorted ids)."})
+    query_split: str | None = field(
+        default=None,
+        metadata={"help": "Evaluate the held-out (`test`) queries of a committed split (zelo_hf/bundled/splits/"
+                  "<name>.json; with --num_queries, its first N) instead of the split's sorted ids."},
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Also score the base model the way it was trained (a bi-encoder by cosine, a cross-encoder "
+                  "by its head): the row a trained model must beat."},
+    )
+    random_orderings: int = field(default=10, metadata={"help": "Random orderings reported (mean and sd)."})
     metrics: list[str] = field(
         default_factory=lambda: ["ndcg@10", "recall@100", "mrr@10"], metadata={"help": "Metrics (name@k)."}
     )
@@ -63,31 +74,38 @@ def _local(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[str, Any
     from zelo_hf.data import load_retrieval_data
     from zelo_hf.evaluation import (
         evaluate_reranker,
+        evaluate_run,
         load_scorer,
         make_mteb_task,
         mteb_metrics,
+        random_run,
         result_row,
         run_mteb,
+        seed_row,
         top_ranked_from_candidates,
     )
 
     data = load_retrieval_data(args.data, args.split)
-    query_ids = sorted(q for q in data.qrels if q in data.queries)[: args.num_queries]
+    query_ids = _query_ids(args, data)
     data = data.subset(query_ids)
     candidates = bm25_candidates(data, k=args.depth)
     name = Path(str(args.data)).name
-    rows = [
-        result_row(
-            f"{args.first_stage} top-{args.depth}",
-            name,
-            args.split,
-            evaluate_reranker(candidates, data.qrels, metrics=args.metrics),
-        )
-    ]
+    first = evaluate_reranker(candidates, data.qrels, metrics=args.metrics)
+    rows = [result_row(f"{args.first_stage} top-{args.depth}", name, args.split, first, kind="first_stage")]
+    if args.random_orderings:
+        shuffles = [evaluate_run(random_run(candidates, s), data.qrels, args.metrics)
+                    for s in range(args.random_orderings)]
+        row = seed_row("random order", "random", shuffles, seeds=list(range(args.random_orderings)))
+        rows.append({"dataset": name, "split": args.split, **row})
+    if args.base_model:
+        base = load_scorer(args.base_model, kind=_base_kind(args.base_model), max_length=args.max_length)
+        result = evaluate_reranker(candidates, data.qrels, base, args.metrics, batch_size=args.batch_size)
+        rows.append(result_row(f"{args.base_model} (base)", name, args.split, result, kind="base"))
     if args.model:
         model = load_scorer(args.model, kind=args.kind, max_length=args.max_length)
         result = evaluate_reranker(candidates, data.qrels, model, args.metrics, batch_size=args.batch_size)
-        rows.append(result_row(args.model, name, args.split, result, first_stage=f"{args.first_stage}@{args.depth}"))
+        rows.append(result_row(args.model, name, args.split, result, kind="trained",
+                               first_stage=f"{args.first_stage}@{args.depth}"))
         if args.mteb:
             task = make_mteb_task(data, top_ranked=top_ranked_from_candidates(candidates))
             scores = run_mteb(model, task, split=args.split, batch_size=args.batch_size)
@@ -101,6 +119,21 @@ def _local(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[str, Any
                 {**mteb_row, **mteb_metrics(scores, args.metrics), "first_stage": f"{args.first_stage}@{args.depth}"}
             )
     return rows, {"data": args.data, "queries": len(query_ids)}
+
+
+def _query_ids(args: EvaluateArguments, data) -> list[str]:
+    if args.query_split:
+        from zelo_hf.data import load_query_split
+
+        return [q for q in load_query_split(args.query_split)["test"] if q in data.qrels][: args.num_queries]
+    return sorted(q for q in data.qrels if q in data.queries)[: args.num_queries]
+
+
+def _base_kind(model: str) -> str:
+    """A base is scored the way it was trained: 'bi' for a sentence-transformers bi-encoder, else its own head."""
+    from zelo_hf.pipeline import base_kind, resolve_model_name
+
+    return "bi" if base_kind(resolve_model_name(model)) == "bi" else "cross"
 
 
 def _mteb_by_name(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[str, Any]]:

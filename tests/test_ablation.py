@@ -76,8 +76,9 @@ def test_ablation_smoke(ablation, tiny_model, tmp_path):
     results = ablation.main(args)
     rows = results["datasets"]["cranfield"]["rows"]
     systems = [r["system"] for r in rows]
-    assert systems[:2] == ["BM25 (first stage)", "base model untrained (bi-encoder cosine)"]
-    assert systems[2:] == [ablation.ARM_NAMES[a] for a in ("zelo", "binary", "contrastive", "dense")]
+    assert systems[:3] == ["BM25 (first stage)", "random order (10 shuffles)", "base model untrained (bi-encoder cosine)"]
+    assert [r["kind"] for r in rows] == ["first_stage", "random", "base"] + ["trained"] * 4
+    assert systems[3:] == [ablation.ARM_NAMES[a] for a in ("zelo", "binary", "contrastive", "dense")]
     by = {r["system"]: r for r in rows}
     zelo, dense = by[ablation.ARM_NAMES["zelo"]], by[ablation.ARM_NAMES["dense"]]
     # cycles: 4 queries x 10 docs x degree 4 / 2 = 80 pairs; dense: 4 x 45 = 180; + the same cross-query pairs
@@ -85,16 +86,29 @@ def test_ablation_smoke(ablation, tiny_model, tmp_path):
     assert by[ablation.ARM_NAMES["binary"]]["comparisons"] == 0
     for row in rows:
         assert 0.0 <= row["ndcg@10"] <= 1.0
-    for row in rows[2:]:
+    for row in rows[3:]:
         assert len(row["ndcg@10 per seed"]) == 2 and row["train rows"] == 4 * 4
     runs = results["datasets"]["cranfield"]["runs"]
     assert len(runs) == 4 * 2 and all(r["steps"] >= 1 for r in runs)
     markdown = (tmp_path / "results.md").read_text()
-    assert "| dataset | system | comparisons |" in markdown and "Target (Cranfield):" in markdown
+    assert "| dataset | system | kind | comparisons |" in markdown and "Target (Cranfield):" in markdown
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["judge_depth"] == 10
     # a rerun reuses every cached stage and run: identical numbers, no retraining
     again = ablation.main(args)
     assert again["datasets"]["cranfield"]["rows"] == rows
+
+
+def test_ablation_zembed_arms_train_the_query_tower(ablation, tiny_model, tmp_path):
+    """model_kind zembed: every arm trains the bi-encoder's query tower (dev queries pick the epoch)."""
+    args = _args(ablation, tiny_model, tmp_path, model_kind="zembed", num_train_queries=8, dev_query_fraction=0.25,
+                 learning_rate=1e-3, batch_size=2, epochs=2)
+    results = ablation.main(args)
+    runs = results["datasets"]["cranfield"]["runs"]
+    assert sorted({r["arm"] for r in runs}) == sorted(ablation.ARMS) and len(runs) == 4 * 2
+    for run in runs:
+        assert run["dev_queries"] == 2 and run["kept_epoch"] in (0.0, 1.0, 2.0) and 0.0 <= run["ndcg@10"] <= 1.0
+    zelo = [r for r in runs if r["arm"] == "zelo"]
+    assert zelo[0]["train_queries"] == 6 and zelo[0]["steps"] == 2 * 3
 
 
 def test_zelo_targets_follow_grades(ablation, tiny_model, tmp_path):

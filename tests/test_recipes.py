@@ -16,7 +16,7 @@ import pytest
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 STAGES = ["candidates", "preferences", "pairwise", "pairwise_preferences", "labels", "calibration", "pointwise",
-          "evaluation"]
+          "zembed", "evaluation"]
 
 
 def load_recipe(name: str):
@@ -38,7 +38,9 @@ def zerank_args(model_path: str, output_dir: Path, *flags: str):
         "--max_length", "64", "--max_query_length", "16", "--num_train_epochs", "16",
         "--per_device_train_batch_size", "8", "--learning_rate", "3e-3", "--logging_steps", "1",
         "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--seed", "0",
-        "--target_transform", "standardize", *flags,
+        "--target_transform", "standardize", "--dev_query_fraction", "0.34", "--seeds", "0", "1",
+        "--zembed_num_train_epochs", "2", "--zembed_learning_rate", "1e-3", "--zembed_batch_size", "2",
+        "--random_orderings", "3", *flags,
     ]  # fmt: skip
     return load_recipe("zerank").make_parser().parse_args_and_config(argv)
 
@@ -99,18 +101,29 @@ def test_zerank_writes_every_stage_artifact(zerank_run):
         assert np.allclose(row["score"], np.asarray(row["elo"]) + row["offset"])
     assert (output_dir / "calibration" / "README.md").exists()
     assert (output_dir / "pointwise" / "model" / "README.md").exists()
+    assert (output_dir / "pointwise" / "seeds" / "seed-1" / "config.json").exists()  # one model per seed
+    for seed_dir in ("model", "seeds/seed-1"):
+        assert (output_dir / "zembed" / seed_dir / "router_config.json").exists()
 
 
-def test_zerank_reports_before_and_after(zerank_run):
+def test_zerank_reports_every_baseline_and_seed(zerank_run):
     output_dir, result, _ = zerank_run
     rows = result["rows"]
-    assert [r["model"] for r in rows] == ["bm25", "base model", "zELO reranker"]
+    assert [(r["model"], r["kind"]) for r in rows] == [
+        ("bm25", "first_stage"), ("random order", "random"), ("base model untrained (its own cross-encoder head)", "base"),
+        ("zELO reranker (cross-encoder, MSE)", "trained"), ("zembed (query-side bi-encoder, listwise KL)", "trained"),
+    ]
     for row in rows:
         assert row["queries"] == 4 and 0.0 <= row["ndcg@10"] <= 1.0 and 0.0 <= row["mrr@10"] <= 1.0
-    assert rows[0]["recall@100"] == pytest.approx(rows[2]["recall@100"])  # reranking keeps the candidate set
+        assert {"ndcg@10_sd", "seeds", "recall@8"} <= set(row) and "recall@100" not in row  # named by depth scored
+    assert rows[0]["recall@8"] == pytest.approx(rows[3]["recall@8"])  # reranking keeps the candidate set
+    assert rows[1]["seeds"] == [0, 1, 2] and len(rows[1]["ndcg@10_per_seed"]) == 3
+    for trained in rows[3:]:
+        assert trained["seeds"] == [0, 1] and trained["ndcg@10_sd"] == pytest.approx(
+            np.std(trained["ndcg@10_per_seed"], ddof=1), abs=1e-4)
     saved = json.loads((output_dir / "evaluation" / "results.json").read_text())
     assert saved["rows"] == rows
-    assert "| zELO reranker |" in (output_dir / "evaluation" / "results.md").read_text()
+    assert "| zELO reranker (cross-encoder, MSE) |" in (output_dir / "evaluation" / "results.md").read_text()
     for png in ("score_distributions.png", "metrics.png"):
         assert (output_dir / "evaluation" / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -120,7 +133,7 @@ def test_the_trained_reranker_learned_the_labels(zerank_run):
     output_dir, _, _ = zerank_run
     marker = json.loads((output_dir / "pointwise" / "_COMPLETE.json").read_text())
     summary = marker["summary"]
-    assert summary["rows"] == 9 * 6 and summary["steps"] > 0
+    assert summary["rows"] == 6 * 6 and summary["steps"] > 0  # 9 labelled queries, 3 of them dev
     assert summary["last_loss"] < summary["first_loss"]
 
 
@@ -140,13 +153,13 @@ def test_changed_settings_rerun_only_the_affected_stages(zerank_run, tiny_bert_p
     before = markers(output_dir)
     spy = JudgeSpy(monkeypatch)
     result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, "--learning_rate", "5e-4"))
-    assert spy.votes == 0 and result["ran"] == ["pointwise", "evaluation"]
+    assert spy.votes == 0 and result["ran"] == ["pointwise", "evaluation"]  # zembed does not read that setting
     after = markers(output_dir)
     assert {k for k in after if after[k] != before[k]} == {"pointwise", "evaluation"}
     # calibration changes: new cross-query pairs are judged, labels/preferences stay
     result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, "--learning_rate", "5e-4",
                                                      "--calibration_cycles", "2"))
-    assert result["ran"] == ["calibration", "pointwise", "evaluation"] and spy.votes > 0
+    assert result["ran"] == ["calibration", "pointwise", "zembed", "evaluation"] and spy.votes > 0
 
 
 def test_push_stage_uploads_every_artifact_once(zerank_run, tiny_bert_path, monkeypatch):

@@ -127,3 +127,19 @@ def load_retrieval_data(source: str | Path, split: str = "test") -> RetrievalDat
     raise FileNotFoundError(
         f"`source` is neither a bundled dataset {BUNDLED}, an existing folder, nor a Hub repo id (got {source!r})."
     )
+
+
+SPLITS_DIR = BUNDLED_DIR / "splits"
+
+
+def load_query_split(name: str) -> dict:
+    """A committed fixed query split (``bundled/splits/<name>.json``): ``train`` / ``test`` query ids in a seeded
+    shuffled order (a prefix is a seeded random subset) and ``source_split`` (the qrels split each comes from)."""
+    path = SPLITS_DIR / f"{name}.json"
+    if not path.exists():
+        available = sorted(p.stem for p in SPLITS_DIR.glob("*.json"))
+        raise ValueError(f"`query_split` must name a committed split, one of {available} (got {name!r}).")
+    spec = json.loads(path.read_text())
+    if set(spec["train"]) & set(spec["test"]):
+        raise ValueError(f"the committed split {path.name} has queries in both train and test: the file is broken.")
+    return spec

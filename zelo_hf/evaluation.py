@@ -133,7 +133,7 @@ def _is_bi_encoder_folder(path: Path) -> bool:
     modules = path / "modules.json"
     if not modules.exists():
         return False
-    return any("Pooling" in m.get("type", "") for m in json.loads(modules.read_text()))
+    return any(t in m.get("type", "") for m in json.loads(modules.read_text()) for t in ("Pooling", "Router"))
 
 
 def load_scorer(model: str | Path, kind: str = "auto", max_length: int | None = None, device: str | None = None):
@@ -179,8 +179,9 @@ def _bi_encoder_fn(model, batch_size: int) -> ScoreFn:
         uq, q_idx = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
         ud, d_idx = np.unique(np.asarray(docs, dtype=object), return_inverse=True)
         kwargs = {"batch_size": batch_size, "show_progress_bar": False, "normalize_embeddings": True}
-        q_emb = np.asarray(model.encode(list(uq), convert_to_numpy=True, **kwargs), dtype=np.float64)
-        d_emb = np.asarray(model.encode(list(ud), convert_to_numpy=True, **kwargs), dtype=np.float64)
+        # encode_query / encode_document: an asymmetric (Router) model such as zembed routes each side to its tower
+        q_emb = np.asarray(model.encode_query(list(uq), convert_to_numpy=True, **kwargs), dtype=np.float64)
+        d_emb = np.asarray(model.encode_document(list(ud), convert_to_numpy=True, **kwargs), dtype=np.float64)
         return np.einsum("ij,ij->i", q_emb[q_idx], d_emb[d_idx])
 
     return score
@@ -268,6 +269,13 @@ def first_stage_run(candidates) -> Run:
         scores = row.get("first_stage_scores") or list(range(n, 0, -1))
         run[str(row["query_id"])] = {str(d): float(s) for d, s in zip(row["doc_ids"], scores)}
     return run
+
+
+def random_run(candidates, seed: int) -> Run:
+    """A random ordering of each query's candidates (the floor every reranker must clear), seeded."""
+    rng = np.random.default_rng(seed)
+    return {str(r["query_id"]): {str(d): float(v) for d, v in zip(r["doc_ids"], rng.permutation(len(r["doc_ids"])))}
+            for r in _rows(candidates)}
 
 
 def rerank_candidates(
@@ -492,6 +500,31 @@ def result_row(name: str, dataset: str, split: str, result: dict[str, Any], **ex
     row = {"model": name, "dataset": dataset, "split": split, "queries": result["num_queries"]}
     row.update(result["aggregate"])
     row.update(extra)
+    return row
+
+
+ROW_KINDS = ("first_stage", "random", "base", "trained")
+
+
+def seed_row(name: str, kind: str, results: Sequence[dict[str, Any]], seeds: Sequence[int] | None = None) -> dict:
+    """One honest table row from one result per seed (or per random ordering): every metric's mean, the sd of
+    NDCG@10 across seeds (0 for a single run), the seeds, the number of queries and the per-seed NDCG@10."""
+    if kind not in ROW_KINDS:
+        raise ValueError(f"`kind` must be one of {ROW_KINDS} (got kind={kind!r}).")
+    if not results:
+        raise ValueError(f"row {name!r}: `results` is empty: pass one evaluation result per seed.")
+    queries = {r["num_queries"] for r in results}
+    if len(queries) != 1:
+        raise ValueError(f"row {name!r}: the seeds were scored on different query sets ({sorted(queries)} queries).")
+    ndcg = np.array([r["aggregate"]["ndcg@10"] for r in results])
+    row: dict[str, Any] = {"model": name, "kind": kind, "ndcg@10": float(ndcg.mean()),
+                           "ndcg@10_sd": float(ndcg.std(ddof=1)) if len(ndcg) > 1 else 0.0,
+                           "seeds": list(seeds) if seeds is not None else []}
+    for metric in results[0]["aggregate"]:
+        if metric != "ndcg@10":
+            row[metric] = float(np.mean([r["aggregate"][metric] for r in results]))
+    row["queries"] = queries.pop()
+    row["ndcg@10_per_seed"] = [round(float(x), 4) for x in ndcg]
     return row
 
 

@@ -84,6 +84,22 @@ class ZerankArguments:
     eval_split: str = field(default="test", metadata={"help": "Qrels split of the evaluation queries."})
     num_eval_queries: int | None = field(default=None, metadata={"help": "Evaluation queries (None: all left)."})
     query_seed: int = field(default=0, metadata={"help": "Seed of the query sampling and of every random graph."})
+    query_split: str | None = field(
+        default=None,
+        metadata={"help": "A committed fixed query split (zelo_hf/bundled/splits/<name>.json, e.g. 'scifact'): the "
+                  "judged queries are its `train` ids, the evaluation queries its `test` ids (prefixes of "
+                  "num_train_queries / num_eval_queries), instead of seeded draws."},
+    )
+    dev_query_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Share of the judged queries kept out of training as dev queries: every selection (zembed "
+                  "epochs) is made on them, never on the evaluation queries (0: no dev split, no selection)."},
+    )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={"help": "Training seeds: every trained model is trained once per seed and reported as mean and sd "
+                  "(None: the training config's seed only)."},
+    )
     # candidates
     first_stage: str = field(default="bm25", metadata={"help": f"First stage, one of {FIRST_STAGES}."})
     first_stage_model: str | None = field(
@@ -118,8 +134,28 @@ class ZerankArguments:
     pairwise_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the pairwise model."})
     pairwise_per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairwise batch size."})
     pairwise_max_length: int = field(default=512, metadata={"help": "Max tokens of a (query, doc A, doc B) input."})
+    # zembed: the query-side bi-encoder on the calibrated labels
+    zembed: bool = field(
+        default=True,
+        metadata={"help": "Also train zembed (the base bi-encoder's query tower on the calibrated labels, documents "
+                  "frozen; ZELO.md step 8) and evaluate it."},
+    )
+    zembed_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Bi-encoder base of zembed (None: model_name_or_path)."}
+    )
+    zembed_num_train_epochs: float = field(default=4.0, metadata={"help": "zembed epochs (the best dev one is kept)."})
+    zembed_learning_rate: float = field(default=2e-5, metadata={"help": "zembed learning rate."})
+    zembed_batch_size: int = field(default=16, metadata={"help": "zembed queries per step."})
+    zembed_teacher_temperature: float = field(
+        default=0.1, metadata={"help": "Softmax temperature of the calibrated scores (ZembedConfig)."}
+    )
     # evaluation
-    evaluate_base_model: bool = field(default=True, metadata={"help": "Also evaluate the untrained base model."})
+    evaluate_base_model: bool = field(
+        default=True,
+        metadata={"help": "Also evaluate the base model the way it was trained (a bi-encoder by cosine, a "
+                  "cross-encoder by its own head)."},
+    )
+    random_orderings: int = field(default=10, metadata={"help": "Random orderings of the candidates reported."})
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of evaluation scoring."})
     eval_max_length: int | None = field(default=None, metadata={"help": "Max tokens when scoring (None: model's)."})
     plot: bool = field(default=True, metadata={"help": "Save score-distribution plots (needs matplotlib)."})
@@ -146,6 +182,12 @@ class ZerankArguments:
                 f"`graph_degree` must be < top_k (got graph_degree={self.graph_degree}, top_k={self.top_k}): "
                 f"lower the degree or raise top_k."
             )
+        if not 0.0 <= self.dev_query_fraction < 1.0:
+            raise ValueError(
+                f"`dev_query_fraction` must be in [0, 1) (got dev_query_fraction={self.dev_query_fraction}): e.g. 0.15."
+            )
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"`seeds` must be distinct and non-empty (got seeds={self.seeds}): e.g. --seeds 0 1 2.")
         if self.num_pairwise_queries and not self.pairwise_model_name_or_path:
             raise ValueError(
                 f"`num_pairwise_queries`={self.num_pairwise_queries} needs a pairwise model: set "
@@ -327,12 +369,66 @@ class QueryPlan:
 
 def plan_queries(args: ZerankArguments, train_data, eval_data) -> QueryPlan:
     """Disjoint judged / pairwise-judged / evaluation queries (evaluation disjoint too when it is the same split)."""
+    if args.query_split:
+        return _fixed_plan(args, train_data, eval_data)
     train = select_queries(train_data, args.num_train_queries, args.query_seed)
     pairwise = select_queries(train_data, args.num_pairwise_queries, args.query_seed + 1, exclude=set(train))
     same = (args.eval_dataset_name or args.dataset_name) == args.dataset_name and args.eval_split == args.dataset_split
     used = set(train) | set(pairwise) if same else set()
     evaluation = select_queries(eval_data, args.num_eval_queries, args.query_seed + 2, exclude=used)
     return QueryPlan(train=train, pairwise=pairwise, eval=evaluation)
+
+
+def _fixed_plan(args: ZerankArguments, train_data, eval_data) -> QueryPlan:
+    """The committed split's train ids (judged, then pairwise-judged) and test ids (evaluation), as prefixes."""
+    from .data import load_query_split
+
+    spec = load_query_split(args.query_split)
+    wanted = {"dataset_split": spec["source_split"]["train"], "eval_split": spec["source_split"]["test"]}
+    wrong = {k: v for k, v in wanted.items() if getattr(args, k) != v}
+    if wrong:
+        raise ValueError(
+            f"query_split={args.query_split!r} takes its queries from qrels splits {wanted} (got "
+            f"{ {k: getattr(args, k) for k in wrong} }): pass " + " ".join(f"--{k} {v}" for k, v in wrong.items()) + "."
+        )
+    n_train = args.num_train_queries if args.num_train_queries is not None else len(spec["train"])
+    n_pair, n_eval = args.num_pairwise_queries, args.num_eval_queries or len(spec["test"])
+    train_ids = [q for q in spec["train"] if q in train_data.qrels]
+    if n_train + n_pair > len(train_ids) or n_eval > len(spec["test"]):
+        raise ValueError(
+            f"query_split={args.query_split!r} has {len(train_ids)} train / {len(spec['test'])} test queries (asked "
+            f"for {n_train} + {n_pair} pairwise / {n_eval}): lower num_train_queries / num_eval_queries."
+        )
+    return QueryPlan(train=sorted(train_ids[:n_train], key=_qkey),
+                     pairwise=sorted(train_ids[n_train:n_train + n_pair], key=_qkey),
+                     eval=sorted(spec["test"][:n_eval], key=_qkey))
+
+
+def dev_queries(query_ids, fraction: float, seed: int) -> set[str]:
+    """The dev share of the judged queries (a seeded draw; empty when ``fraction`` is 0)."""
+    import numpy as np
+
+    ids = sorted({str(q) for q in query_ids}, key=_qkey)
+    n_dev = int(round(fraction * len(ids)))
+    if fraction > 0 and not 1 <= n_dev < len(ids):
+        raise ValueError(
+            f"dev_query_fraction={fraction} of {len(ids)} judged queries leaves no dev or no training query: judge "
+            "more queries or change the fraction."
+        )
+    order = np.random.default_rng(seed + 3).permutation(len(ids))[:n_dev]
+    return {ids[i] for i in order}
+
+
+def split_labels(labels, args: ZerankArguments):
+    """``(train, dev)`` label sets: the dev queries are never trained on (dev is None without a dev split)."""
+    dev = dev_queries(labels["query_id"], args.dev_query_fraction, args.query_seed)
+    ids = [str(q) for q in labels["query_id"]]
+    train = labels.select([i for i, q in enumerate(ids) if q not in dev])
+    return train, (labels.select([i for i, q in enumerate(ids) if q in dev]) if dev else None)
+
+
+def training_seeds(args: ZerankArguments, training_args) -> list[int]:
+    return list(args.seeds) if args.seeds else [training_args.seed]
 
 
 def build_candidates(args: ZerankArguments, data, query_ids: list[str], top_k: int):
@@ -480,21 +576,37 @@ def peft_config_from(model_args):
     return get_peft_config(model_args)
 
 
+def seed_model_dir(stage_dir: Path, seeds: list[int], seed: int) -> Path:
+    """Where a seed's model is saved: the first seed's at ``<stage>/model`` (the one pushed), others beside it."""
+    return stage_dir / "model" if seed == seeds[0] else stage_dir / "seeds" / f"seed-{seed}"
+
+
 def stage_pointwise(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
-    """Train the pointwise reranker with MSE on the calibrated scores (every process takes part)."""
+    """Train the pointwise reranker with MSE on the calibrated scores, once per seed (every process takes part)."""
+    from .labeling import flatten_labels
+
+    train, _ = split_labels(load_split(output_dir / "calibration", "train"), args)
+    train = flatten_labels(train)
+    seeds = training_seeds(args, training_args)
+    runs = {str(seed): _train_pointwise(args, training_args, model_args, train, stage_dir, seeds, seed) for seed in seeds}
+    return {"rows": len(train), "seeds": seeds, **runs[str(seeds[0])], "per_seed": runs}
+
+
+def _train_pointwise(args, training_args, model_args, train, stage_dir: Path, seeds: list[int], seed: int):
     import copy
 
-    from .labeling import flatten_labels
     from .trainer import PointwiseTrainer
 
-    train = flatten_labels(load_split(output_dir / "calibration", "train"))
     config = copy.copy(training_args)
     # checkpoints inside the stage; uploads happen in the push stage only (once, through zelo_hf.hub.push_folder)
-    config.output_dir, config.push_to_hub = str(stage_dir / "trainer"), False
+    config.output_dir, config.push_to_hub, config.seed = str(stage_dir / "trainer" / f"seed-{seed}"), False, seed
     init_kwargs = {k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
                                      "revision": model_args.model_revision}.items() if v not in (None, "main")}
     if init_kwargs and not config.model_init_kwargs:
         config.model_init_kwargs = init_kwargs
+    from transformers import set_seed
+
+    set_seed(seed)  # the fresh scoring head is drawn when the model loads
     trainer = PointwiseTrainer(
         model=resolve_model_name(model_args.model_name_or_path),
         args=config,
@@ -503,8 +615,77 @@ def stage_pointwise(args: ZerankArguments, training_args, model_args, output_dir
         dataset_name=args.label_set_repo_id,
     )
     result = trainer.train()
-    trainer.save_model(str(stage_dir / "model"))
-    return {"rows": len(train), **_training_summary(trainer, result)}
+    trainer.save_model(str(seed_model_dir(stage_dir, seeds, seed)))
+    return _training_summary(trainer, result)
+
+
+def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
+    """zembed on the calibrated labels, once per seed: the base bi-encoder's query tower, documents frozen.
+
+    The documents of the training, dev and evaluation queries are embedded once by the frozen base (shared by every
+    seed); each seed's model is saved (a sentence-transformers Router) with its run over the evaluation candidates,
+    and the base model's run, so the evaluation reads them without embedding the documents again.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from .trainer import DocumentIndex
+
+    train, dev = split_labels(load_split(output_dir / "calibration", "train"), args)
+    candidates = load_split(output_dir / "candidates", "eval")
+    base = SentenceTransformer(resolve_model_name(args.zembed_model_name_or_path or model_args.model_name_or_path),
+                               device="cpu")
+    texts = [d for ds in (train, dev, candidates) if ds is not None for docs in ds["docs"] for d in docs]
+    index = DocumentIndex.build(base, texts, batch_size=args.eval_batch_size)
+    seeds = training_seeds(args, training_args)
+    runs_dir = stage_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(runs_dir / "base.json", bi_encoder_run(base, candidates, index))
+    per_seed = {}
+    for seed in seeds:
+        trainer = _train_zembed(args, training_args, base, train, dev, index, stage_dir, seed)
+        model = trainer.export_model()
+        if trainer.is_world_process_zero():
+            model.save(str(seed_model_dir(stage_dir, seeds, seed)))
+            write_json_atomic(runs_dir / f"seed-{seed}.json", bi_encoder_run(model, candidates, index))
+        per_seed[str(seed)] = {"train_loss": trainer.state.log_history[-1].get("train_loss"), **trainer.selection()}
+    return {"train_queries": len(train), "dev_queries": len(dev) if dev is not None else 0, "seeds": seeds,
+            "documents": len(index.texts), "per_seed": per_seed}
+
+
+def _train_zembed(args, training_args, base, train, dev, index, stage_dir: Path, seed: int):
+    import copy
+
+    from transformers import set_seed
+
+    from .trainer import ZembedConfig, ZembedTrainer
+
+    config = ZembedConfig(
+        output_dir=str(stage_dir / "trainer" / f"seed-{seed}"), seed=seed, use_cpu=training_args.use_cpu,
+        num_train_epochs=args.zembed_num_train_epochs, learning_rate=args.zembed_learning_rate,
+        per_device_train_batch_size=args.zembed_batch_size, teacher_temperature=args.zembed_teacher_temperature,
+        max_query_length=training_args.max_query_length, report_to=training_args.report_to,
+        disable_tqdm=training_args.disable_tqdm, logging_steps=training_args.logging_steps,
+        ddp_backend=training_args.ddp_backend, bf16=bool(training_args.bf16),
+    )
+    set_seed(seed)
+    trainer = ZembedTrainer(copy.deepcopy(base), args=config, train_dataset=train, eval_dataset=dev,
+                            document_index=index)
+    trainer.train()
+    return trainer
+
+
+def bi_encoder_run(model, candidates, index) -> dict[str, dict[str, float]]:
+    """Cosine run of a bi-encoder (``encode_query``) against the document index's embeddings of the candidates."""
+    import torch
+
+    with torch.no_grad():
+        queries = model.encode_query(list(candidates["query"]), convert_to_tensor=True, normalize_embeddings=True,
+                                     show_progress_bar=False).float().cpu()
+    run = {}
+    for row, q in zip(candidates, queries):
+        sims = index.embeddings[index.rows(row["docs"])] @ q
+        run[str(row["query_id"])] = {str(d): float(v) for d, v in zip(row["doc_ids"], sims.tolist())}
+    return run
 
 
 def _training_summary(trainer, result) -> dict[str, Any]:
@@ -545,34 +726,91 @@ def reranker_score_fn(
 
 
 def stage_evaluation(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
-    """BM25 (the first stage), the untrained base model and the trained reranker on the held-out queries."""
+    """Every system on the same held-out queries and candidates: the first stage, random orderings, the base model
+    the way it was trained, and each trained model (mean and sd over its seeds)."""
     import numpy as np
 
     from .data import load_retrieval_data
-    from .evaluation import evaluate_reranker, result_row, results_to_markdown
+    from .evaluation import evaluate_reranker, evaluate_run, random_run, results_to_markdown, seed_row
 
     candidates = load_split(output_dir / "candidates", "eval")
-    eval_name = args.eval_dataset_name or args.dataset_name
-    qrels = load_retrieval_data(eval_name, args.eval_split).qrels
+    qrels = load_retrieval_data(args.eval_dataset_name or args.dataset_name, args.eval_split).qrels
+    metrics = eval_metrics(args)
     lengths = {"max_length": args.eval_max_length or training_args.max_length,
                "max_query_length": training_args.max_query_length}
-    systems: list[tuple[str, Any]] = [(args.first_stage, None)]
+    seeds = training_seeds(args, training_args)
+    rows = [seed_row(args.first_stage, "first_stage", [evaluate_reranker(candidates, qrels, metrics=metrics)])]
+    shuffles = [evaluate_run(random_run(candidates, s), qrels, metrics) for s in range(args.random_orderings)]
+    if shuffles:
+        rows.append(seed_row("random order", "random", shuffles, seeds=list(range(args.random_orderings))))
     if args.evaluate_base_model:
-        base = resolve_model_name(model_args.model_name_or_path)
-        systems.append(("base model", reranker_score_fn(base, args.eval_batch_size, seed=training_args.seed, **lengths)))
-    trained = str(output_dir / "pointwise" / "model")
-    systems.append(("zELO reranker", reranker_score_fn(trained, args.eval_batch_size, **lengths)))
-    rows, runs = [], {}
-    for name, scorer in systems:
-        result = evaluate_reranker(candidates, qrels, scorer=scorer, batch_size=10**9, return_run=True)
-        rows.append(result_row(name, eval_name, args.eval_split, result))
-        runs[name] = result["run"]
-    table = results_to_markdown(rows)
+        rows.append(_base_row(args, model_args, output_dir, candidates, qrels, metrics, lengths))
+    runs = {}
+    cross = []
+    for seed in seeds:
+        scorer = reranker_score_fn(str(seed_model_dir(output_dir / "pointwise", seeds, seed)), args.eval_batch_size,
+                                   **lengths)
+        cross.append(evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
+                                       return_run=True))
+    runs["zELO reranker"] = cross[0]["run"]
+    rows.append(seed_row("zELO reranker (cross-encoder, MSE)", "trained", cross, seeds=seeds))
+    if args.zembed:
+        zembed = [evaluate_run(_read_run(output_dir / "zembed" / "runs" / f"seed-{s}.json"), qrels, metrics)
+                  for s in seeds]
+        rows.append(seed_row("zembed (query-side bi-encoder, listwise KL)", "trained", zembed, seeds=seeds))
+    table = results_to_markdown(rows, columns=report_columns(args))
     (stage_dir / "results.md").write_text(table + "\n")
-    write_json_atomic(stage_dir / "results.json", {"rows": rows})
+    write_json_atomic(stage_dir / "results.json", {"rows": rows, "metrics": list(metrics)})
     if args.plot:
         _plot(output_dir, stage_dir, rows, np.concatenate([list(r.values()) for r in runs["zELO reranker"].values()]))
     return {"rows": rows}
+
+
+def eval_metrics(args: ZerankArguments) -> tuple[str, ...]:
+    """NDCG@10, recall at the depth actually reranked, MRR@10."""
+    return ("ndcg@10", f"recall@{args.eval_top_k}", "mrr@10")
+
+
+def report_columns(args: ZerankArguments) -> list[str]:
+    return ["model", "kind", "ndcg@10", "ndcg@10_sd", "seeds", *eval_metrics(args)[1:], "queries"]
+
+
+def _read_run(path: Path) -> dict[str, dict[str, float]]:
+    return json.loads(Path(path).read_text())
+
+
+def base_kind(model_path: str) -> str:
+    """How a base checkpoint was trained to score: ``bi`` (a sentence-transformers bi-encoder: cosine), ``cross``
+    (a sequence-classification head) or ``causal`` (a causal LM, scored by the zerank "Yes" logit)."""
+    path = Path(model_path)
+    if (path / "modules.json").exists():
+        return "bi"
+    config = path / "config.json"
+    archs = json.loads(config.read_text()).get("architectures") or [] if config.exists() else []
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return "causal"
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "cross"
+    return "bi"  # a plain encoder: sentence-transformers' mean pooling, what it would be used as
+
+
+def _base_row(args, model_args, output_dir: Path, candidates, qrels, metrics, lengths) -> dict[str, Any]:
+    from .evaluation import evaluate_reranker, evaluate_run, seed_row
+
+    base = resolve_model_name(model_args.model_name_or_path)
+    kind = base_kind(base)
+    if kind == "bi" and args.zembed and not args.zembed_model_name_or_path:
+        result = evaluate_run(_read_run(output_dir / "zembed" / "runs" / "base.json"), qrels, metrics)
+    elif kind == "bi":
+        from sentence_transformers import SentenceTransformer
+
+        encoder = SentenceTransformer(base, device="cpu")
+        result = evaluate_reranker(candidates, qrels, scorer=encoder, metrics=metrics, batch_size=args.eval_batch_size)
+    else:
+        scorer = reranker_score_fn(base, args.eval_batch_size, **lengths)
+        result = evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9)
+    names = {"bi": "bi-encoder cosine", "cross": "its own cross-encoder head", "causal": "zerank 'Yes' logit"}
+    return seed_row(f"base model untrained ({names[kind]})", "base", [result])
 
 
 def _plot(output_dir: Path, stage_dir: Path, rows: list[dict[str, Any]], reranker_scores) -> None:
@@ -617,10 +855,12 @@ def stage_push(args: ZerankArguments, training_args, output_dir: Path, stage_dir
 # ----------------------------------------------------------------------------------------------------------------------
 # the pipeline
 # ----------------------------------------------------------------------------------------------------------------------
-CANDIDATE_SETTINGS = ("dataset_name", "dataset_split", "num_train_queries", "num_pairwise_queries",
+CANDIDATE_SETTINGS = ("dataset_name", "dataset_split", "query_split", "num_train_queries", "num_pairwise_queries",
                       "eval_dataset_name", "eval_split", "num_eval_queries", "query_seed", "first_stage",
                       "first_stage_model", "top_k", "eval_top_k")
 JUDGE_SETTINGS = ("judge", "judge_models", "simulated_noise", "graph_degree")
+ZEMBED_SETTINGS = ("zembed_model_name_or_path", "zembed_num_train_epochs", "zembed_learning_rate", "zembed_batch_size",
+                   "zembed_teacher_temperature")
 PAIRWISE_SETTINGS = ("pairwise_model_name_or_path", "pairwise_num_train_epochs", "pairwise_learning_rate",
                      "pairwise_per_device_train_batch_size", "pairwise_max_length")
 # training settings that do not change the trained weights (paths, uploads, logging)
@@ -662,12 +902,19 @@ def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, An
     runner.run("labels", {"link": args.link}, partial(stage_labels, args, output_dir), depends=label_inputs)
     calib_cfg = {"cycles": args.calibration_cycles, **judge_cfg}
     runner.run("calibration", calib_cfg, partial(stage_calibration, args, output_dir), depends=("labels",))
-    runner.run("pointwise", training_settings(training_args, model_args),
+    split_cfg = {"seeds": training_seeds(args, training_args), "dev_query_fraction": args.dev_query_fraction}
+    runner.run("pointwise", {**training_settings(training_args, model_args), **split_cfg},
                partial(stage_pointwise, *ctx, output_dir), depends=("calibration",), main_only=False)
+    evaluated: tuple[str, ...] = ("candidates", "pointwise")
+    if args.zembed:
+        zembed_cfg = {**_settings(args, ZEMBED_SETTINGS), **split_cfg, "model": model_args.model_name_or_path,
+                      "max_query_length": training_args.max_query_length}
+        runner.run("zembed", zembed_cfg, partial(stage_zembed, *ctx, output_dir), depends=("candidates", "calibration"),
+                   main_only=False)
+        evaluated += ("zembed",)
     eval_cfg = {"base": args.evaluate_base_model, "max_length": args.eval_max_length, "plot": args.plot,
-                "model": model_args.model_name_or_path}
-    marker = runner.run("evaluation", eval_cfg, partial(stage_evaluation, *ctx, output_dir),
-                        depends=("candidates", "pointwise"))
+                "model": model_args.model_name_or_path, "random": args.random_orderings}
+    marker = runner.run("evaluation", eval_cfg, partial(stage_evaluation, *ctx, output_dir), depends=evaluated)
     if training_args.push_to_hub:
         repos = {"preferences": args.preference_set_repo_id, "labels": args.label_set_repo_id,
                  "model": training_args.hub_model_id, "pairwise": args.pairwise_model_repo_id}
@@ -685,7 +932,7 @@ def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path) -
         return
     print(f"\nstages run: {runner.ran or 'none'}; skipped (complete): {runner.skipped or 'none'}")
     print(f"before/after on the held-out queries ({output_dir / 'evaluation'}):\n")
-    print(results_to_markdown(rows, columns=["model", "ndcg@10", "recall@100", "mrr@10", "queries"]))
+    print(results_to_markdown(rows, columns=[c for c in rows[0] if c not in ("dataset", "split", "per_seed")]))
 
 
 def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:

@@ -10,6 +10,9 @@ _EXPORTS = {
     "PairwiseTrainer": "pairwise_trainer",
     "PointwiseConfig": "pointwise_config",
     "PointwiseTrainer": "pointwise_trainer",
+    "ZembedConfig": "zembed_config",
+    "ZembedTrainer": "zembed_trainer",
+    "DocumentIndex": "zembed_trainer",
     "PairwiseCollator": "collators",
     "PointwiseCollator": "collators",
 }

@@ -58,3 +58,33 @@ def transform_targets(targets: torch.Tensor, transform: str, mean: float = 0.0, 
     if transform == "standardize":
         return (targets - mean) / std
     return targets
+
+
+def listwise_kl_loss(
+    scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, teacher_temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher || student) over each query's documents: ``scores`` and ``targets`` are ``(queries, docs)``.
+
+    The teacher is ``softmax(targets / teacher_temperature)`` over the query's documents (``mask``: real entries of a
+    padded row); the student ``softmax(scores)``. Used for the zembed query tower on calibrated zELO scores.
+    """
+    neg = torch.finfo(torch.float32).min
+    teacher = torch.softmax((targets.float() / teacher_temperature).masked_fill(~mask, neg), dim=-1)
+    log_student = torch.log_softmax(scores.float().masked_fill(~mask, neg), dim=-1)
+    terms = teacher * (torch.log(teacher.clamp_min(1e-30)) - log_student)
+    return terms.masked_fill(~mask, 0.0).sum(-1).mean()
+
+
+def multi_positive_nce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Contrastive baseline over each query's documents: cross-entropy against uniform weight on the positives.
+
+    ``labels`` are 0/1 ``(queries, docs)``; queries without a positive are left out of the mean (a row of zeros has
+    no target distribution), and at least one query of the batch must have one.
+    """
+    positives = (labels > 0) & mask
+    keep = positives.any(-1)
+    if not keep.any():
+        raise ValueError("contrastive: no query of the batch has a positive (label > 0): check the `labels` column.")
+    target = positives.float() / positives.sum(-1, keepdim=True).clamp_min(1)
+    log_student = torch.log_softmax(scores.float().masked_fill(~mask, torch.finfo(torch.float32).min), dim=-1)
+    return -(target * log_student.masked_fill(~mask, 0.0)).sum(-1)[keep].mean()

@@ -1,0 +1,83 @@
+"""Configuration of :class:`~zelo_hf.trainer.ZembedTrainer` (a ``transformers.TrainingArguments``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+ZEMBED_LOSSES = ("listwise_kl", "contrastive")
+
+
+@dataclass
+class ZembedConfig(TrainingArguments):
+    r"""Configuration of the query-side zembed bi-encoder trained on zELO label sets (ZELO.md step 8).
+
+    The document tower stays the base model (frozen; its embeddings are computed once, so an existing index of the
+    corpus stays valid) and the query tower learns the label set's within-query ranking.
+
+    Parameters:
+        > Objective
+
+        loss_type (`str`, defaults to `"listwise_kl"`): `"listwise_kl"`: KL divergence between the softmax of the
+            calibrated scores (`score` column, divided by `teacher_temperature`) and the softmax of the student's
+            cosine similarities (divided by `temperature`) over each query's labelled documents; `"contrastive"`:
+            the same softmax cross-entropy against the binary `labels` column (uniform over the positives, the
+            multi-positive InfoNCE baseline).
+        temperature (`float`, defaults to `0.05`): of the student's cosine similarities (MultipleNegativesRanking
+            uses 0.05 too).
+        teacher_temperature (`float`, defaults to `0.1`): of the calibrated scores. Thurstone scores of a query
+            span about 1-2 units, so temperature 1 gives a near-uniform teacher that teaches the student to flatten
+            its ranking; 0.1 keeps the label set's order sharp.
+
+        > Data
+
+        max_query_length (`int`, defaults to `64`): query tokens.
+        document_batch_size (`int`, defaults to `64`): batch size of the one pass that embeds the documents.
+        selection_metric (`str`, defaults to `"label_ndcg@10"`): computed on `eval_dataset` (dev queries of the label
+            set, never the held-out evaluation queries) before training and after every epoch; the best state,
+            the untrained base included, is the one kept (`keep_best`).
+        keep_best (`bool`, defaults to `True`): restore the best-scoring state at the end of training.
+
+    Defaults that differ from `TrainingArguments`: `learning_rate=2e-5`, `num_train_epochs=4`,
+    `per_device_train_batch_size=16` (queries), `eval_strategy="epoch"` (when there is an `eval_dataset`),
+    `save_strategy="no"`, `logging_steps=10`, `weight_decay=0.01`, `remove_unused_columns=False`.
+    """
+
+    loss_type: str = field(
+        default="listwise_kl",
+        metadata={"help": "Objective: 'listwise_kl' (zELO scores) or 'contrastive' (binary labels).",
+                  "choices": list(ZEMBED_LOSSES)},
+    )
+    temperature: float = field(default=0.05, metadata={"help": "Softmax temperature of the student's cosines."})
+    teacher_temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the zELO scores."})
+    max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
+    document_batch_size: int = field(default=64, metadata={"help": "Batch size of the document embedding pass."})
+    selection_metric: str = field(
+        default="label_ndcg@10", metadata={"help": "Dev metric that picks the kept state (epoch 0 = the base)."}
+    )
+    keep_best: bool = field(default=True, metadata={"help": "Restore the best dev state at the end of training."})
+    # TrainingArguments defaults that change
+    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
+    num_train_epochs: float = field(default=4.0, metadata={"help": "Total number of training epochs."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Queries per device per step."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When the dev metric is computed."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoints (the best state is kept in memory)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the text columns: the collator tokenizes the queries per batch."}
+    )
+
+    def __post_init__(self):
+        if self.loss_type not in ZEMBED_LOSSES:
+            raise ValueError(f"`loss_type` must be one of {ZEMBED_LOSSES} (got loss_type={self.loss_type!r}).")
+        for name in ("temperature", "teacher_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be > 0 (got {name}={getattr(self, name)}): e.g. 0.05.")
+        if self.selection_metric != "label_ndcg@10":
+            raise ValueError(
+                f"`selection_metric` must be 'label_ndcg@10' (got {self.selection_metric!r}): the only dev metric "
+                "a label set supports without qrels."
+            )
+        super().__post_init__()

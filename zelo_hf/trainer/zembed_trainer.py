@@ -1,0 +1,225 @@
+"""zembed, query side (ZELO.md step 8): a bi-encoder whose query tower learns a zELO label set's rankings.
+
+The document tower is the base model, frozen: every labelled document is embedded once, before training, and a
+training step only encodes queries (tens of tokens) against those fixed embeddings. That is ~50x cheaper per step
+than re-encoding documents (what ``SentenceTransformerTrainer`` does), it keeps an existing vector index of the
+corpus valid, and it cannot erode what the base model knows about documents. The saved model is a
+sentence-transformers ``Router`` (``encode_query`` -> the trained tower, ``encode_document`` / ``encode`` -> the base).
+
+Selection never looks at held-out queries: ``eval_dataset`` holds dev queries of the label set, scored against their
+own zELO scores (``label_ndcg@10``, gains = score - the query's minimum) before training and after every epoch; the
+best state, the untrained base included, is the one kept.
+
+Input rows are label-set rows (one per query): ``query``, ``docs`` (list), and ``score`` (list, calibrated zELO
+scores; ``listwise_kl``) or ``labels`` (list of 0/1; ``contrastive``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from ..utils import get_logger
+from .losses import listwise_kl_loss, multi_positive_nce_loss
+from .utils import _ndcg_at_k
+from .zembed_config import ZembedConfig
+
+logger = get_logger(__name__)
+
+
+class DocumentIndex:
+    """Unique document texts and their embeddings by the frozen document tower (one pass, shared by seeds)."""
+
+    def __init__(self, texts: list[str], embeddings: torch.Tensor):
+        self.texts, self.embeddings = texts, embeddings
+        self.row = {t: i for i, t in enumerate(texts)}
+
+    @classmethod
+    def build(cls, model, texts, batch_size: int = 64) -> DocumentIndex:
+        unique = list(dict.fromkeys(texts))
+        with torch.no_grad():
+            emb = model.encode_document(
+                unique, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+            )
+        return cls(unique, emb.float().cpu())
+
+    def extend(self, model, texts, batch_size: int = 64) -> DocumentIndex:
+        """This index plus the texts it lacks (embedded now)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self.row]
+        if not missing:
+            return self
+        more = DocumentIndex.build(model, missing, batch_size)
+        return DocumentIndex(self.texts + more.texts, torch.cat([self.embeddings, more.embeddings]))
+
+    def rows(self, texts) -> list[int]:
+        return [self.row[t] for t in texts]
+
+
+class ZembedCollator:
+    """Tokenized queries + a padded ``(queries, docs)`` matrix of document rows, targets and a mask."""
+
+    def __init__(self, tokenizer, max_query_length: int, target: str):
+        self.tokenizer, self.max_query_length, self.target = tokenizer, max_query_length, target
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["doc_rows"]) for r in rows)
+        doc_rows = torch.zeros(len(rows), width, dtype=torch.long)
+        targets = torch.zeros(len(rows), width, dtype=torch.float32)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            n = len(r["doc_rows"])
+            doc_rows[i, :n] = torch.as_tensor(r["doc_rows"])
+            targets[i, :n] = torch.as_tensor(r[self.target], dtype=torch.float32)
+            mask[i, :n] = True
+        enc = self.tokenizer(
+            [r["query"] for r in rows], padding=True, truncation=True, max_length=self.max_query_length,
+            return_tensors="pt",
+        )
+        return {**enc, "doc_rows": doc_rows, "targets": targets, "mask": mask}
+
+
+class KeepBestCallback(TrainerCallback):
+    """Keeps a CPU copy of the weights whenever the dev metric improves (the pre-training evaluation counts)."""
+
+    def __init__(self, metric: str):
+        self.metric, self.best, self.best_epoch, self.state_dict, self.history = metric, -np.inf, None, None, []
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        value = (metrics or {}).get(f"eval_{self.metric}")
+        if value is None or model is None:
+            return
+        epoch = float(state.epoch or 0.0)
+        self.history.append({"epoch": epoch, self.metric: float(value)})
+        if value > self.best:
+            self.best, self.best_epoch = float(value), epoch
+            self.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class ZembedTrainer(Trainer):
+    """Train the query tower of a bi-encoder on a zELO label set against frozen document embeddings.
+
+    Args:
+        model: a sentence-transformers bi-encoder name/path or a loaded ``SentenceTransformer`` (the base).
+        args: a :class:`ZembedConfig`.
+        train_dataset, eval_dataset: label sets (``query``, ``docs``, ``score`` or ``labels``); ``eval_dataset``
+            holds dev queries for selection (never the held-out evaluation queries).
+        document_index: a :class:`DocumentIndex` built by the same base model (shared across seeds); built from the
+            datasets' documents when None.
+    """
+
+    def __init__(self, model, args: ZembedConfig | None = None, train_dataset=None, eval_dataset=None,
+                 document_index: DocumentIndex | None = None, callbacks=None):
+        args = args or ZembedConfig(output_dir="zembed-model")
+        query_model, self.document_model = self._load_towers(model)
+        self.target = "score" if args.loss_type == "listwise_kl" else "labels"
+        texts = [d for ds in (train_dataset, eval_dataset) if ds is not None for d in _flat(ds["docs"])]
+        base_index = document_index or DocumentIndex.build(self.document_model, [], args.document_batch_size)
+        self.document_index = base_index.extend(self.document_model, texts, args.document_batch_size)
+        train_dataset = self._prepare(train_dataset, "train") if train_dataset is not None else None
+        eval_dataset = self._prepare(eval_dataset, "eval") if eval_dataset is not None else None
+        if eval_dataset is None:
+            args.eval_strategy = "no"
+        self.keep_best = KeepBestCallback(args.selection_metric)
+        super().__init__(
+            model=query_model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            data_collator=ZembedCollator(query_model.tokenizer, args.max_query_length, self.target),
+            callbacks=[self.keep_best, *(callbacks or [])],
+        )
+
+    @staticmethod
+    def _load_towers(model):
+        """``(query tower to train, frozen document tower)``, both copies of the base bi-encoder."""
+        from sentence_transformers import SentenceTransformer
+
+        if not isinstance(model, SentenceTransformer):
+            model = SentenceTransformer(str(model), device="cpu")
+        document = copy.deepcopy(model).eval()
+        document.requires_grad_(False)
+        return model, document
+
+    def _prepare(self, dataset, split: str):
+        """Validate the label set and add each query's document rows."""
+        from .utils import check_columns
+
+        check_columns(dataset, ["query", "docs", self.target], split,
+                      "pass a zELO label set (zelo fit / zelo calibrate output).")
+        for i, (docs, values) in enumerate(zip(dataset["docs"], dataset[self.target])):
+            values = np.asarray(values, dtype=np.float64)
+            if len(docs) < 2 or len(values) != len(docs) or not np.isfinite(values).all():
+                raise ValueError(
+                    f"{split} dataset row {i}: `{self.target}` must be finite, one per document, with >= 2 documents "
+                    f"(got {len(values)} values for {len(docs)} documents): drop or fix this query."
+                )
+        rows = [self.document_index.rows(docs) for docs in dataset["docs"]]
+        return dataset.select_columns(["query", self.target]).add_column("doc_rows", rows)
+
+    def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
+        """Cosines of the queries against their documents' frozen embeddings -> the configured listwise loss."""
+        scores = self._scores(model, inputs) / self.args.temperature
+        targets, mask = inputs["targets"], inputs["mask"]
+        if self.args.loss_type == "listwise_kl":
+            loss = listwise_kl_loss(scores, targets, mask, self.args.teacher_temperature)
+        else:
+            loss = multi_positive_nce_loss(scores, targets, mask)
+        return (loss, {"scores": scores}) if return_outputs else loss
+
+    def _scores(self, model, inputs: dict[str, Any]) -> torch.Tensor:
+        features = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in inputs}
+        query = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
+        docs = self.document_index.embeddings.to(query.device)[inputs["doc_rows"]]
+        return torch.einsum("qd,qmd->qm", query.float(), docs)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """``label_ndcg@10`` of the dev queries: the student's ranking of each query's documents vs its zELO scores."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        model = self.model.eval()
+        ndcg = []
+        with torch.no_grad():
+            for start in range(0, len(dataset), 64):
+                batch = self.data_collator([dataset[i] for i in range(start, min(start + 64, len(dataset)))])
+                batch = {k: v.to(self.args.device) for k, v in batch.items()}
+                scores = self._scores(model, batch).cpu().numpy()
+                for s, t, m in zip(scores, batch["targets"].cpu().numpy(), batch["mask"].cpu().numpy()):
+                    ndcg.append(_ndcg_at_k(s[m], t[m] - t[m].min()))
+        metrics = {f"{metric_key_prefix}_label_ndcg@10": float(np.nanmean(ndcg)), "epoch": float(self.state.epoch or 0)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def train(self, *args, **kwargs):
+        """Evaluate the base first (epoch 0), train, then restore the best dev state (``keep_best``)."""
+        if self.eval_dataset is not None:
+            self.evaluate()
+        result = super().train(*args, **kwargs)
+        if self.eval_dataset is not None and self.args.keep_best and self.keep_best.state_dict is not None:
+            self.model.load_state_dict(self.keep_best.state_dict)
+            logger.info("zembed: kept the epoch-%s state (dev %s %.4f)", self.keep_best.best_epoch,
+                        self.args.selection_metric, self.keep_best.best)
+        return result
+
+    def selection(self) -> dict[str, Any]:
+        """What the dev selection saw and kept (for the stage summary and the card)."""
+        kb = self.keep_best
+        return {"kept_epoch": kb.best_epoch, f"dev_{self.args.selection_metric}": kb.best, "dev_history": kb.history}
+
+    def export_model(self):
+        """The trained model as one sentence-transformers model: a Router (query: trained, document: the base)."""
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Router
+
+        router = Router.for_query_document(query_modules=list(self.model), document_modules=list(self.document_model))
+        return SentenceTransformer(modules=[router], device="cpu")
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the Router model (loads with ``SentenceTransformer(path)``; use ``encode_query`` for queries)."""
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            self.export_model().save(str(output_dir))
+
+
+def _flat(lists) -> list[str]:
+    return [x for row in lists for x in row]
