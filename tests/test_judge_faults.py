@@ -233,6 +233,12 @@ def test_fatal_errors_stop_the_judge_after_three_requests(action, kind, fix, cap
     assert sum(e.startswith("not asked: judge 'openai/stub' stopped") for e in errors) == 27
     (line,) = _stderr_lines(capfd)  # ONE line: judge, error class, provider message, the fix
     assert "'openai/stub'" in line and f"{kind} (" in line and f"Fix: {fix}" in line and "--resume" in line
+    # At the default concurrency too: the slow start sends 4 requests first, not a pool of 64 (+2 sent as the
+    # first two failures came back, before the third stopped the judge).
+    with StubOpenAIServer(lambda prompt, n: action, lifetime=60) as server:
+        judge = LiteLLMJudge("openai/stub", api_base=server.url, **FAST_RETRY)
+        assert judge_pairs(_pairs(["ok"] * 100), judge, progress=False).summary["failed"] == 100
+        assert server.total <= 6
 
 
 def test_the_stop_line_redacts_the_key_the_provider_echoes(monkeypatch, capfd):
@@ -260,7 +266,13 @@ def test_missing_gemini_key_exits_nonzero_within_seconds(tmp_path, monkeypatch, 
         assert address[0] in ("127.0.0.1", "::1"), f"non-loopback connection to {address}"
         return connect(sock, address, *args)
 
+    def no_dns(host, *args, **kwargs):
+        assert host in ("127.0.0.1", "::1", "localhost"), f"DNS lookup of {host}"
+        return getaddrinfo(host, *args, **kwargs)
+
+    getaddrinfo = socket.getaddrinfo
     monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "VERTEXAI_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     rows = [{"query_id": f"q{q}", "query": f"query {q}", "doc_ids": [f"d{i}" for i in range(6)],

@@ -419,15 +419,18 @@ class CircuitBreaker:
 class AdaptiveConcurrency:
     """AIMD limit on one judge's requests in flight (issue #10), like TCP congestion control.
 
-    Unlimited until the first timeout or 429; then the limit is halved (multiplicative decrease, once per window:
-    requests sent before the last decrease do not decrease it again) and grows by one per window of answers
-    (additive increase: +1/limit per answer), up to the most requests ever seen in flight. A small local server
-    is then sent what it can serve instead of having every queued request time out.
+    Slow start: ``initial`` requests at first, +1 per answer (the window doubles every round trip), so dead
+    credentials cost a handful of requests, not a whole pool's worth. The first timeout or 429 halves the limit
+    (multiplicative decrease, once per window: requests sent before the last decrease do not decrease it again);
+    from then on it grows by one per window of answers (additive increase: +1/limit per answer). The limit never
+    runs more than one ahead of the requests actually in flight. A small local server is then sent what it can
+    serve instead of having every queued request time out. ``enabled=False``: no limit (the caller's pool only).
     """
 
-    def __init__(self, minimum: int = 1, decrease: float = 0.5, enabled: bool = True):
+    def __init__(self, minimum: int = 1, decrease: float = 0.5, enabled: bool = True, initial: int = 4):
         self.minimum, self.decrease, self.enabled = minimum, decrease, enabled
-        self.limit: float | None = None
+        self.limit: float | None = float(max(initial, minimum)) if enabled else None
+        self.slow_start = enabled
         self.in_flight = self.peak = self.decreases = self.epoch = 0
         self._waiters: collections.deque = collections.deque()
 
@@ -451,14 +454,15 @@ class AdaptiveConcurrency:
 
     def release(self, epoch: int, outcome: str) -> None:
         """``outcome``: ``"ok"`` (an answer), ``"congested"`` (timeout / 429) or ``"neutral"``."""
-        if outcome == "congested" and self.enabled and epoch == self.epoch:
-            current = self.limit if self.limit is not None else self.in_flight
-            self.limit = max(float(self.minimum), current * self.decrease)
+        if self.limit is not None and outcome == "congested" and epoch == self.epoch:
+            self.limit = max(float(self.minimum), min(self.limit, self.in_flight) * self.decrease)
+            self.slow_start = False
             self.epoch += 1
             self.decreases += 1
             logger.info("concurrency lowered to %d after a timeout or 429", int(self.limit))
-        elif outcome == "ok" and self.limit is not None:
-            self.limit = min(float(max(self.peak, self.minimum)), self.limit + 1.0 / self.limit)
+        elif self.limit is not None and outcome == "ok":
+            step = 1.0 if self.slow_start else 1.0 / self.limit
+            self.limit = min(self.limit + step, float(self.peak + 1))
         self._release_slot()
 
     def _release_slot(self) -> None:
@@ -560,7 +564,8 @@ class LiteLLMJudge(Judge):
 
     @property
     def stopped(self) -> str | None:
-        """Why the judge stopped (None while it runs): see :class:`CircuitBreaker`."""
+        """Why the judge stopped (None while it runs): see :class:`CircuitBreaker`. A stopped judge stays stopped
+        (every later pair fails at once): build a new one after fixing the cause."""
         return self.breaker.stopped
 
     def swap_for(self, c: Comparison) -> bool:
@@ -674,10 +679,9 @@ class LiteLLMJudge(Judge):
         errors; fatal errors feed the circuit breaker and are raised at once."""
         kwargs, tokens = self._call_kwargs(), self._estimated_tokens(messages)
         for attempt in range(self.max_retries + 1):
-            probe = await self.breaker.gate()
             await self.limiter.acquire(tokens)
             try:
-                return await self._attempt(messages, kwargs, probe)
+                return await self._attempt(messages, kwargs)
             except _CallFailed as failed:
                 if failed.kind not in RETRIED_KINDS or attempt == self.max_retries:
                     raise
@@ -685,24 +689,29 @@ class LiteLLMJudge(Judge):
                 await asyncio.sleep(_backoff(attempt, self.retry_wait[0], self.retry_wait[1], asked))
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _attempt(self, messages: list[dict[str, str]], kwargs: dict[str, Any], probe: bool):
-        """One HTTP request in one AIMD slot; its outcome goes to the breaker and the concurrency limit."""
+    async def _attempt(self, messages: list[dict[str, str]], kwargs: dict[str, Any]):
+        """One HTTP request in one AIMD slot; its outcome goes to the breaker and the concurrency limit.
+
+        The breaker is asked once the slot is ours: a request that waited for a slot while the judge stopped (or
+        paused) is not sent."""
         litellm = _litellm()
         epoch, outcome = await self.slots.acquire(), "neutral"
         try:
-            self.requests_sent += 1
-            # The SDK's own retries are off (max_retries=0, num_retries=0) so every HTTP call is one attempt here.
-            coro = litellm.acompletion(
-                model=self.model, messages=messages, api_base=self.api_base, temperature=self.temperature,
-                max_tokens=self.max_tokens, timeout=self.timeout, max_retries=0, num_retries=0, **kwargs,
-            )
-            response = await _with_timeout(coro, self.timeout + 5.0)
-            outcome = "ok"
-        except Exception as exc:
-            kind = classify_error(exc)
-            outcome = "congested" if kind in ("timeout", "rate_limit") else "neutral"
-            self.breaker.record(kind, exc, probe)
-            raise _CallFailed(kind, self._context_fix() if kind == "context" else "") from exc
+            probe = await self.breaker.gate()  # JudgeStopped: nothing sent, the slot is released below
+            try:
+                self.requests_sent += 1
+                # The SDK's own retries are off (max_retries=0, num_retries=0): every HTTP call is one attempt here.
+                coro = litellm.acompletion(
+                    model=self.model, messages=messages, api_base=self.api_base, temperature=self.temperature,
+                    max_tokens=self.max_tokens, timeout=self.timeout, max_retries=0, num_retries=0, **kwargs,
+                )
+                response = await _with_timeout(coro, self.timeout + 5.0)
+                outcome = "ok"
+            except Exception as exc:
+                kind = classify_error(exc)
+                outcome = "congested" if kind in ("timeout", "rate_limit") else "neutral"
+                self.breaker.record(kind, exc, probe)
+                raise _CallFailed(kind, self._context_fix() if kind == "context" else "") from exc
         finally:
             self.slots.release(epoch, outcome)
         self.breaker.record("ok", None, probe)
@@ -801,8 +810,9 @@ class LiteLLMJudge(Judge):
             if self.stopped:
                 raise JudgeStopped(self.stopped)
             try:
+                seconds = max(self.timeout, 300.0)  # uploads and downloads of up to 200 MB
                 result = await _with_timeout(call(custom_llm_provider="openai", api_base=self.api_base,
-                                                  timeout=self.timeout, **auth, **kwargs), self.timeout + 5.0)
+                                                  timeout=seconds, **auth, **kwargs), seconds + 5.0)
             except Exception as exc:
                 kind = classify_error(exc)
                 self.breaker.record(kind, exc)
