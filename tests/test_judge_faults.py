@@ -383,9 +383,9 @@ def test_the_default_budget_comes_from_litellm_and_bad_budgets_say_the_fix():
     assert 50_000 < LiteLLMJudge("openai/gpt-4o-mini").doc_token_budget() < 64_000  # 128k context
     assert LiteLLMJudge("openai/unknown-local-model").doc_token_budget() is None  # nothing known: no cut
     assert LiteLLMJudge("openai/x", max_doc_tokens=100).doc_token_budget() == 100
-    short = LiteLLMJudge("openai/x", context_window=300)  # score format: 256 answer tokens leave nothing
+    short = LiteLLMJudge("openai/x", api_base="http://127.0.0.1:9/v1", context_window=300)  # 256 answer tokens
     with pytest.raises(ValueError, match=r"context_window=300 leaves -?\d+ tokens per document.*--max_doc_tokens"):
-        short.doc_token_budget()
+        judge_pairs(_pairs(["ok"]), short, progress=False)  # before any request, not in the middle of a run
     with pytest.raises(ValueError, match=r"`max_doc_tokens` must be a positive integer or None \(got max_doc_tokens=0"):
         LiteLLMJudge("openai/x", max_doc_tokens=0)
 

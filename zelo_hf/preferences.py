@@ -255,10 +255,11 @@ def judge_pairs(
     if batch and cache is None and not dry_run:
         raise ValueError("batch=True needs a judgment cache (got cache=None): pass cache=<path>; the batch ids are "
                          "stored there so a restart resumes polling instead of submitting again.")
-    if batch and not dry_run:
-        for leaf in judge.leaves():
-            if isinstance(leaf, LiteLLMJudge):
-                leaf.batch_model()  # an unsupported provider fails here, before anything is sent
+    for leaf in judge.leaves():
+        if isinstance(leaf, LiteLLMJudge):  # bad settings fail here, before anything is sent
+            leaf.doc_token_budget()
+            if batch and not dry_run:
+                leaf.batch_model()
     owned = isinstance(cache, str | Path)  # opened here from a path: closed here (the WAL is folded back)
     if owned:  # a dry run writes nothing: it reads an existing cache, creates none
         cache = JudgmentCache(cache) if not dry_run else JudgmentCache(cache, readonly=True) if Path(cache).exists() \
