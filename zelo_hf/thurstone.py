@@ -627,6 +627,14 @@ def _chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, op
 _PIN = {"lock": threading.Lock(), "owner": None, "controller": {}}
 
 
+def _reset_pin_after_fork() -> None:  # a forked worker (Dataset.map(num_proc=N)) starts with no fit of its own
+    _PIN.update(lock=threading.Lock(), owner=None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pin_after_fork)
+
+
 @contextlib.contextmanager
 def _pinned_blas():
     """BLAS/OpenMP limited to 1 thread while a fit runs, the previous limits restored after.
