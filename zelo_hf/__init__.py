@@ -65,6 +65,9 @@ _EXPORTS: dict[str, str] = {
     "judge_pairs": "preferences",
     "build_pairs": "preferences",
     "save_preference_set": "preferences",
+    "adaptive_judge": "adaptive",
+    "select_pairs": "adaptive",
+    "pair_utility": "adaptive",
     "fit_raters": "raters",
     "RaterFit": "raters",
     # evaluation
