@@ -61,6 +61,16 @@ class JudgeArguments:
     )
     combine: str = field(default="mean", metadata={"help": "Ensemble label.", "choices": ["mean", "median"]})
     degree: int = field(default=8, metadata={"help": "Comparison-graph degree (even; comparisons per document)."})
+    rounds: int = field(
+        default=1, metadata={"help": "Judging rounds. 1: the --degree cycles. R > 1: --first_degree cycles, then R - 1 "
+                             "adaptive rounds (zelo_hf.adaptive) spend the rest of --budget on the pairs each query's "
+                             "fit is least sure of near its top; every round is cached, a rerun re-bills nothing."}
+    )
+    budget: int | None = field(
+        default=None, metadata={"help": "With --rounds > 1: comparisons per query in all rounds together, exactly "
+                                "(e.g. 400 = degree-8 cycles' count on 100 documents)."}
+    )
+    first_degree: int = field(default=4, metadata={"help": "With --rounds > 1: degree of the first round's cycles."})
     seed: int = field(default=0, metadata={"help": "Seeds the graphs and the position swaps."})
     cache: str | None = field(default=None, metadata={"help": "SQLite judgment cache (default: <output_dir>.judgments.sqlite)."})
     resume: bool = field(default=False, metadata={"help": "Continue an interrupted run: the cache must exist."})
@@ -150,21 +160,65 @@ def build_judge(args: JudgeArguments, qrels: dict | None):
     return judges[0] if len(judges) == 1 else EnsembleJudge(judges, combine=args.combine)
 
 
+def _check_rounds(args: JudgeArguments) -> None:
+    """Bad --rounds / --budget combinations fail before anything is loaded or sent (issue #13)."""
+    r, b = args.rounds, args.budget
+    if r < 1:
+        raise ValueError(f"--rounds must be >= 1 (got --rounds {r}): pass 1 for plain cycles, or e.g. --rounds 4 "
+                         "--budget 400.")
+    if r == 1:
+        if b is not None:
+            raise ValueError(f"--budget is only used with --rounds > 1 (got --budget {b} --rounds 1): add e.g. "
+                             "--rounds 4, or drop --budget and set --degree.")
+        return
+    problems = [
+        (b is None, "needs --budget (comparisons per query in all rounds, got none): e.g. --budget 400"),
+        (b is not None and b < 1, f"needs --budget >= 1 (got --budget {b}): e.g. --budget 400"),
+        (args.first_degree < 2 or args.first_degree % 2, f"needs an even --first_degree >= 2 (got --first_degree "
+         f"{args.first_degree}): e.g. --first_degree 4"),
+        (args.pairs is not None, f"needs --candidates, not --pairs (got --pairs {args.pairs!r}): adaptive rounds "
+         "choose pairs among each query's candidates"),
+        (args.dry_run, "cannot be priced by --dry_run (later rounds depend on the answers): price the same number "
+         "of comparisons with --rounds 1 --degree <2 * budget / documents per query>"),
+        (args.max_pairs is not None, f"takes --budget, not --max_pairs (got --max_pairs {args.max_pairs}): drop "
+         "--max_pairs"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise ValueError(f"--rounds {r} {message}.")
+
+
+def _judging(args: JudgeArguments):
+    """``judge_pairs``, or with --rounds > 1 the adaptive rounds (each round one ``judge_pairs`` call)."""
+    from ..preferences import judge_pairs
+
+    if args.rounds == 1:
+        return judge_pairs
+    from ..adaptive import adaptive_judge
+
+    def rounds(data, judge, degree, max_pairs, dry_run, **kwargs):
+        return adaptive_judge(data, judge, rounds=args.rounds, budget=args.budget, first_degree=args.first_degree,
+                              **kwargs)
+
+    return rounds
+
+
 def main(args: JudgeArguments) -> int:
     from ..hub import load_dataset_any
-    from ..preferences import judge_pairs, save_preference_set
+    from ..preferences import save_preference_set
 
     if (args.candidates is None) == (args.pairs is None):
         raise ValueError(
             f"pass exactly one of --candidates or --pairs (got candidates={args.candidates!r}, pairs={args.pairs!r})."
         )
+    _check_rounds(args)
     source = args.candidates or args.pairs
     dataset = load_dataset_any(source, split=args.split)
     judge = build_judge(args, _qrels(args, dataset))
     cache = args.cache or f"{str(args.output_dir).rstrip('/')}.judgments.sqlite"
     if args.resume and not Path(cache).exists():
         raise FileNotFoundError(f"--resume: no judgment cache at {cache}: drop --resume to start, or pass --cache.")
-    result = judge_pairs(
+    result = _judging(args)(
         dataset, judge, degree=args.degree, seed=args.seed, cache=cache, concurrency=args.concurrency,
         max_pairs=args.max_pairs, progress=args.progress, dry_run=args.dry_run, combine=args.combine,
         batch=args.batch, batch_poll_interval=args.batch_poll_interval, batch_timeout=args.batch_timeout,
