@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .utils import looks_local, missing_path_error
+
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 BUNDLED = ("scifact", "cranfield")
 
@@ -58,8 +60,62 @@ def bundled_path(name: str) -> Path:
 
 def _read_jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
     with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not a JSON object ({err.msg}): write one JSON object per line.") from err
+    if not rows:
+        raise ValueError(f"{path} is empty (no JSON lines): write one JSON object per line, e.g. {{\"_id\": ...}}.")
+    return rows
+
+
+def _require_id(row: dict, path: Path, index: int) -> str:
+    if not isinstance(row, dict) or "_id" not in row:
+        keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+        raise ValueError(f"{path}: record {index + 1} has no `_id` (got keys {keys}): every BEIR line needs an `_id`.")
+    return str(row["_id"])
+
+
+def _read_corpus(path: Path) -> dict[str, dict[str, str]]:
+    """``{doc_id: {title, text}}``; a repeated ``_id`` is an error (the later text would silently take its labels)."""
+    corpus: dict[str, dict[str, str]] = {}
+    for i, doc in enumerate(_read_jsonl(path)):
+        doc_id = _require_id(doc, path, i)
+        if doc_id in corpus:
+            raise ValueError(
+                f"{path}: document `_id`={doc_id!r} appears twice (record {i + 1} repeats an earlier one): qrels "
+                "would point at the wrong text; give every document a unique `_id`."
+            )
+        corpus[doc_id] = {"title": doc.get("title", "") or "", "text": doc.get("text", "") or ""}
+    return corpus
+
+
+def _read_queries(path: Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for i, row in enumerate(_read_jsonl(path)):
+        query_id = _require_id(row, path, i)
+        if query_id in queries:
+            raise ValueError(f"{path}: query `_id`={query_id!r} appears twice (record {i + 1}): give each a unique `_id`.")
+        if "text" not in row:
+            raise ValueError(f"{path}: query `_id`={query_id!r} has no `text` (got keys {sorted(row)}): add its text.")
+        queries[query_id] = row["text"]
+    return queries
+
+
+def check_qrels(qrels: dict[str, dict[str, int]], corpus: dict, where: str) -> None:
+    """Every judged document must be in the corpus: a dangling id would be a relevant document no ranker can find."""
+    missing = [(q, d) for q, docs in qrels.items() for d in docs if d not in corpus]
+    if missing:
+        q, d = missing[0]
+        raise ValueError(
+            f"{where}: {len(missing)} qrels line(s) name a document not in the corpus (first: query-id={q!r}, "
+            f"corpus-id={d!r}): fix the id or add the document to the corpus."
+        )
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -73,7 +129,11 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
         for line_no, row in enumerate(reader, start=2):
             if len(row) < 3:
                 raise ValueError(f"{path}:{line_no}: expected 3 tab-separated fields (got {row!r}).")
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+            try:
+                grade = int(row[2])
+            except ValueError as err:
+                raise ValueError(f"{path}:{line_no}: `score` must be an integer grade (got {row[2]!r}).") from err
+            qrels.setdefault(row[0], {})[row[1]] = grade
     return qrels
 
 
@@ -83,15 +143,16 @@ def load_beir_folder(folder: str | Path, split: str = "test") -> RetrievalData:
     corpus_path = next((folder / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (folder / n).exists()), None)
     if corpus_path is None:
         raise FileNotFoundError(f"{folder}: no corpus.jsonl or corpus.jsonl.gz; a BEIR folder needs one.")
-    corpus = {}
-    for doc in _read_jsonl(corpus_path):
-        corpus[str(doc["_id"])] = {"title": doc.get("title", "") or "", "text": doc.get("text", "") or ""}
-    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(folder / "queries.jsonl")}
+    corpus = _read_corpus(corpus_path)
+    if not (folder / "queries.jsonl").exists():
+        raise FileNotFoundError(f"{folder}: no queries.jsonl; a BEIR folder needs one ({{\"_id\", \"text\"}} lines).")
+    queries = _read_queries(folder / "queries.jsonl")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     qrels = read_qrels(qrels_path) if qrels_path.exists() else {}
     if not qrels_path.exists() and (folder / "qrels").exists():
         available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise FileNotFoundError(f"{qrels_path} not found: `split` must be one of {available} (got split={split!r}).")
+    check_qrels(qrels, corpus, str(qrels_path))
     return RetrievalData(name=folder.name, corpus=corpus, queries=queries, qrels=qrels, split=split)
 
 
@@ -119,10 +180,12 @@ def load_retrieval_data(source: str | Path, split: str = "test") -> RetrievalDat
     """Load retrieval data from a bundled name (``scifact``, ``cranfield``), a local BEIR folder or a Hub id."""
     if str(source) in BUNDLED:
         return load_beir_folder(bundled_path(str(source)), split=split)
-    path = Path(source)
+    path = Path(source).expanduser()
     if path.exists():
         return load_beir_folder(path, split=split)
-    if "/" in str(source) and not str(source).startswith((".", "/")):
+    if looks_local(str(source)):
+        raise missing_path_error(str(source), "source")
+    if "/" in str(source):
         return load_beir_hub(str(source), split=split)
     raise FileNotFoundError(
         f"`source` is neither a bundled dataset {BUNDLED}, an existing folder, nor a Hub repo id (got {source!r})."

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .utils import get_logger, redact
+from .utils import get_logger, looks_local, missing_path_error, redact, scrub_paths
 
 logger = get_logger(__name__)
 
@@ -32,7 +32,7 @@ def render_dataset_card(template: str, card_data: dict[str, Any] | None = None, 
 
     data = DatasetCardData(**(card_data or {}))
     card = DatasetCard.from_template(data, template_path=str(template_path(template)), **variables)
-    return DatasetCard(redact(str(card)))
+    return DatasetCard(scrub_paths(redact(str(card))))
 
 
 def render_model_card(template: str, card_data: dict[str, Any] | None = None, **variables: Any):
@@ -41,7 +41,22 @@ def render_model_card(template: str, card_data: dict[str, Any] | None = None, **
 
     data = ModelCardData(**(card_data or {}))
     card = ModelCard.from_template(data, template_path=str(template_path(template)), **variables)
-    return ModelCard(redact(str(card)))
+    return ModelCard(scrub_paths(redact(str(card))))
+
+
+def render_step_card(title: str, description: str, tags: list[str], details: dict[str, Any], command: str | None = None):
+    """A short ``DatasetCard`` for an intermediate folder (candidate sets, pairs to judge): what it is, how it was
+    made, its columns; every command that writes a folder writes a card (issue #11). Paths and secrets scrubbed."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from .utils import producing_command
+
+    data = DatasetCardData(tags=["zelo", *tags])
+    lines = [f"---\n{data.to_yaml()}\n---", "", f"# {title}", "", description, "",
+             "Produced by [zelo-hf](https://arxiv.org/abs/2509.12541).", "", "## Details", ""]
+    lines += [f"- {key}: {value}" for key, value in details.items()]
+    lines += ["", "## Producing command", "", "```bash", command or producing_command(), "```", ""]
+    return DatasetCard(scrub_paths(redact("\n".join(lines))))
 
 
 def save_dataset_folder(dataset, output_dir: str | Path, card=None, split: str = "train") -> Path:
@@ -86,10 +101,39 @@ def push_folder(
 
 
 def load_dataset_any(source: str | Path, split: str | None = "train"):
-    """Load a dataset saved by this toolkit from a local folder, a parquet/jsonl file, or a Hub repo id."""
+    """Load a dataset saved by this toolkit from a local folder, a parquet/jsonl file, or a Hub repo id.
+
+    A name that looks local (``/``, ``./``, ``../`` prefix, a file suffix, or an existing parent folder) is never
+    sent to the Hub: a missing one fails with "path does not exist" and the nearest names. An input without rows
+    fails with one line naming it (not ``StopIteration`` / "corresponds to no data").
+    """
+    path = Path(source).expanduser()
+    if not path.exists() and looks_local(str(source)):
+        raise missing_path_error(str(source), "input")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{source} is empty (0 bytes): pass a file with rows (one JSON object per line for .jsonl).")
+    try:
+        return _load_dataset_any(source, path, split)
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):
+            raise
+        raise ValueError(f"{source} has no rows in split {split!r}: {_why_empty(path)}") from None
+
+
+def _why_empty(path: Path) -> str:
+    summary = path / "judging_summary.json" if path.is_dir() else None
+    if summary is not None and summary.exists():
+        import json
+
+        info = json.loads(summary.read_text(encoding="utf-8"))
+        return (f"it is a judging run where every call failed ({info.get('failed', '?')} failed pairs; see "
+                f"{path / 'failed_pairs.jsonl'}): fix the judge and rerun `zelo judge`.")
+    return "write some rows first (or pass another --split)."
+
+
+def _load_dataset_any(source, path: Path, split: str | None):
     from datasets import load_dataset
 
-    path = Path(source)
     if path.is_file():
         fmt = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(path.suffix)
         if fmt is None:

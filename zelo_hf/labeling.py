@@ -122,10 +122,12 @@ def _group_window(t):
     name = lambda g: qdict[g].as_py()  # noqa: E731
     _text_conflict(_codes(t["query"])[0], qcode, row_start, input_row, "query_id", name, query_text)
     ids, texts, uid, first_slot = _documents(t, qcode, input_row, qdict)
+    ids_of = lambda rows: (t["doc_a_id"][int(rows)].as_py(), t["doc_b_id"][int(rows)].as_py())  # noqa: E731
     source = pa.array((first_slot % 2) * n + first_slot // 2)  # each (query, doc)'s first occurrence
     slot_query = np.repeat(qcode, 2)
     doc_offsets = np.concatenate([[0], np.cumsum(np.bincount(slot_query[first_slot], minlength=len(row_start)))])
     position = uid - doc_offsets[slot_query]
+    _check_repeated_pairs(qcode, position[0::2], position[1::2], _array(t["prob_a"]).cast(pa.float64()), name, ids_of)
     row_offsets = pa.array(np.append(row_start, n).astype(np.int32))
     doc_offsets = pa.array(doc_offsets.astype(np.int32))
     return pa.table(
@@ -139,6 +141,36 @@ def _group_window(t):
             "prob_a": pa.ListArray.from_arrays(row_offsets, _array(t["prob_a"]).cast(pa.float64())),
         }
     )
+
+
+CONTRADICTION = 0.5
+
+
+def _check_repeated_pairs(qcode, pos_a, pos_b, prob, name, ids_of) -> None:
+    """A pair judged twice in one query is kept as two observations (two likelihood terms, as repeated votes are),
+    with a warning; two labels that contradict each other (oriented ``prob_a`` more than ``CONTRADICTION`` apart,
+    e.g. 0.9 and 0.1 for the same pair, or 0.9 for (a, b) and 0.9 for (b, a)) are refused (issue #11)."""
+    lo, hi = np.minimum(pos_a, pos_b), np.maximum(pos_a, pos_b)
+    order = np.lexsort((hi, lo, qcode))
+    key = np.stack([qcode[order], lo[order], hi[order]], axis=1)
+    same = np.all(key[1:] == key[:-1], axis=1)
+    if not same.any():
+        return
+    p = prob.to_numpy(zero_copy_only=False).astype(float)
+    oriented = np.where(pos_a <= pos_b, p, 1.0 - p)[order]
+    start = np.flatnonzero(np.concatenate([[True], ~same]))
+    with np.errstate(invalid="ignore"):
+        spread = np.fmax.reduceat(oriented, start) - np.fmin.reduceat(oriented, start)
+    bad = np.flatnonzero(spread > CONTRADICTION)
+    if len(bad):
+        rows = order[start[bad[0]] : (start[bad[0] + 1] if bad[0] + 1 < len(start) else len(order))]
+        doc_a, doc_b = ids_of(rows[0])
+        raise ValueError(
+            f"query_id={name(int(qcode[rows[0]]))!r}: the pair ({doc_a!r}, {doc_b!r}) appears {len(rows)} times with "
+            f"contradictory labels (prob_a={[float(p[r]) for r in rows]}, counted from each row's doc_a): re-judge it "
+            "or keep one row; agreeing repeats are kept as separate observations."
+        )
+    warnings.warn(f"{int(same.sum())} repeated pair(s) kept as separate observations (agreeing labels).", stacklevel=2)
 
 
 def _documents(t, qcode: np.ndarray, input_row, qdict):
@@ -189,11 +221,26 @@ def _prepare_batch(t, offset: int, drop_failed: bool):
                 "such rows."
             )
     t = t.select(list(PREFERENCE_COLUMNS))
+    _check_prob_type(t["prob_a"], offset)
     failed = pc.is_null(t["prob_a"], nan_is_null=True)
     n_failed = pc.sum(failed).as_py() or 0
     if drop_failed and n_failed:
         t = t.filter(pc.invert(failed))
     return t if isinstance(t, pa.Table) else pa.table(t), n_failed
+
+
+def _check_prob_type(column, offset: int) -> None:
+    """``prob_a`` written as strings ("0.7") would be cast to floats silently: refuse them, naming the first value."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind):
+        return
+    first = next((v for v in column.to_pylist() if v is not None), None)
+    raise ValueError(
+        f"`prob_a` must hold numbers P(a beats b) in [0, 1] (got type {kind}, e.g. prob_a={first!r} near row {offset}):"
+        " write them as numbers, e.g. 0.7, not '0.7'."
+    )
 
 
 def _split_window(window):

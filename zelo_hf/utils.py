@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)", re.IGNORECASE)
 _SECRET_FLAGS = {"--hub_token", "--hub-token", "--token", "--api_key", "--api-key"}
@@ -86,7 +87,8 @@ def redact(text: str) -> str:
 
 
 def producing_command(argv: list[str] | None = None) -> str:
-    """The command line that produced an artifact, with secret flags and secret values redacted."""
+    """The command line that produced an artifact, with secret flags and secret values redacted and this machine's
+    folders (cwd, home, temp) replaced by ``.``, ``~`` and ``<tmp>``."""
     argv = list(sys.argv if argv is None else argv)
     if argv:
         argv[0] = os.path.basename(argv[0])
@@ -106,4 +108,54 @@ def producing_command(argv: list[str] | None = None) -> str:
                 hide_next = True
             continue
         out.append(arg)
-    return redact(" ".join(shlex.quote(a) for a in out))
+    return scrub_paths(redact(" ".join(shlex.quote(a) for a in out)))
+
+
+def looks_local(source: str) -> bool:
+    """A name that can only mean a local path (never a Hub id): ``/``, ``./``, ``../``, ``~`` prefixes, a file suffix,
+    or a parent folder that exists here (``out/prefrences`` when ``out/`` exists)."""
+    text = str(source)
+    if text.startswith(("/", "./", "../", "~", ".\\")) or text in (".", ".."):
+        return True
+    if Path(text).suffix.lower() in (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".gz"):
+        return True
+    parent = Path(text).expanduser().parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
+def missing_path_error(source: str, what: str) -> FileNotFoundError:
+    """``path does not exist`` with the closest names in the nearest existing folder (difflib)."""
+    import difflib
+
+    path = Path(str(source)).expanduser()
+    parent = path.parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    names = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(repr(str(parent / c)) for c in close)}?" if close else "check the spelling."
+    return FileNotFoundError(f"`{what}`: path does not exist (got {str(source)!r}); a local path is never looked up "
+                             f"on the Hub: {hint}")
+
+
+_PATH_PLACEHOLDERS = (("env", "<env>"), ("cwd", "."), ("home", "~"), ("tmp", "<tmp>"))
+
+
+def _machine_dirs() -> list[tuple[str, str]]:
+    import tempfile
+
+    dirs = {"env": sys.prefix, "cwd": os.getcwd(), "home": os.path.expanduser("~"), "tmp": tempfile.gettempdir()}
+    pairs = []
+    for key, placeholder in _PATH_PLACEHOLDERS:
+        value = dirs[key].rstrip("/")
+        if value.count("/") >= 1 and len(value) > 1:  # never rewrite "/" itself
+            pairs += [(value, placeholder), (os.path.realpath(value), placeholder)]
+    return sorted(set(pairs), key=lambda p: len(p[0]), reverse=True)
+
+
+def scrub_paths(text: str) -> str:
+    """Replace this machine's Python environment, working, home and temp directories by ``<env>``, ``.``, ``~``, ``<tmp>``
+    in text bound for the Hub (cards, commands, failure messages): published files name no local folder."""
+    for value, placeholder in _machine_dirs():
+        text = re.sub(re.escape(value) + r"(?=/|\b|$)", lambda _m, p=placeholder: p, text)
+    return text

@@ -69,10 +69,33 @@ def load_splits(script_args, training_args):
             "or --eval_dataset_name, or --eval_strategy no."
         )
 
-    def rename_fn(ds):
-        return as_training_rows(ds.rename_columns({k: v for k, v in rename.items() if k in ds.column_names}))
+    def rename_fn(ds, what):
+        rows = as_training_rows(ds.rename_columns({k: v for k, v in rename.items() if k in ds.column_names}))
+        check_target_scale(rows, what)
+        return rows
 
-    return rename_fn(train), (rename_fn(evaluation) if evaluation is not None else None)
+    return rename_fn(train, "train"), (rename_fn(evaluation, "eval") if evaluation is not None else None)
+
+
+MAX_ABS_TARGET = 1e4  # zELO scores live within about +-20 and grades within 0-10: 1e12 is a broken label, not a scale
+
+
+def check_target_scale(dataset, what: str) -> None:
+    """Training targets (``score`` / ``label``) must be finite and of a plausible scale (issue #11: a 1e12 target
+    would dominate every MSE step)."""
+    import numpy as np
+
+    for column in ("score", "label"):
+        if column not in dataset.column_names or not dataset.features[column].dtype.startswith(("float", "int")):
+            continue
+        values = np.asarray(dataset[column], dtype=np.float64)
+        bad = ~np.isfinite(values) | (np.abs(values) > MAX_ABS_TARGET)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{what} dataset: `{column}` must be finite with |{column}| <= {MAX_ABS_TARGET:g} (got {values[i]!r} at "
+                f"row {i}, {int(bad.sum())} bad row(s)): fix the label set (re-run `zelo fit` / `zelo calibrate`)."
+            )
 
 
 def model_init_kwargs(model_args, training_args) -> None:
@@ -94,6 +117,9 @@ def run(trainer_cls, script_args, training_args, model_args):
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: pass --model_name_or_path <hub id | folder>.")
+    from ..pipeline import resolve_model_name
+
+    model_args.model_name_or_path = resolve_model_name(model_args.model_name_or_path)
     model_init_kwargs(model_args, training_args)
     train, evaluation = load_splits(script_args, training_args)
     trainer = trainer_cls(
