@@ -1,8 +1,11 @@
-"""The ``zelo`` command line: ``zelo <command> [--config file.yaml] [--flags]``.
+"""The ``zelo`` command line: ``zelo [--debug] <command> [--config file.yaml] [--flags]``.
 
 Each command lives in ``zelo_hf/commands/<name>.py`` and exposes ``HELP`` (one line), ``make_parser()``
 (a ``TrlParser`` over its argument dataclasses, so a YAML ``--config`` sets values and flags override
 them) and ``main(*dataclasses)``. Commands are imported only when run, so ``zelo --help`` is instant.
+
+From the shell an error prints one line (``zelo <command>: error: <message>``) and exits with status 1;
+``zelo --debug <command>`` or ``ZELO_DEBUG=1`` shows the traceback instead (issue #11).
 """
 
 from __future__ import annotations
@@ -32,31 +35,92 @@ HELPS: dict[str, str] = {
     "train-pairwise": "Train the pairwise small model (BCE on soft labels) on a preference set.",
     "train-pointwise": "Train the pointwise reranker (MSE on calibrated scores) on a label set.",
 }
+DEBUG_ENV = "ZELO_DEBUG"
 
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: zelo <command> [--config CONFIG.yaml] [options]", "", "commands:"]
+    lines = ["usage: zelo [--version] [--debug] <command> [--config CONFIG.yaml] [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {HELPS[name]}" for name in COMMANDS]
-    lines += ["", "Run `zelo <command> --help` for the options of one command."]
+    lines += ["", "Run `zelo <command> --help` for the options of one command.",
+              f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error instead of its one-line message."]  # fmt: skip
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _version() -> str:
+    from . import __version__
+
+    return f"zelo-hf {__version__}"
+
+
+def _describe_negations(parser) -> None:
+    """HfArgumentParser gives ``--no_x`` the help of ``--x`` ("--no_progress: Show a progress bar."): say what it does."""
+    for action in parser._actions:
+        negated = [s for s in action.option_strings if s.startswith("--no_")]
+        if negated and action.const is False:
+            action.help = f"Turn off --{action.dest} (on by default)."
+
+
+def make_command_parser(name: str):
+    """The parser of one command, named ``zelo <name>``, its help opening with the command's one-line description."""
+    module = importlib.import_module(COMMANDS[name])
+    parser = module.make_parser()
+    parser.prog = f"zelo {name}"
+    extra = parser.description or ""
+    if not extra.startswith(HELPS[name]):
+        parser.description = f"{HELPS[name]}\n\n{extra}".strip() if extra else HELPS[name]
+    _describe_negations(parser)
+    return module, parser
+
+
+def run_command(argv: list[str]) -> int:
+    """Run ``zelo <argv>``; errors propagate (tests and Python callers see the exception)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
+        return 0
+    if argv[0] == "--version":
+        print(_version())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"zelo: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name])
-    parser = module.make_parser()
-    parser.prog = f"zelo {name}"
+    module, parser = make_command_parser(name)
     args = parser.parse_args_and_config(rest)
     result = module.main(*args)
     return int(result) if isinstance(result, int) else 0
+
+
+def _one_line(err: BaseException) -> str:
+    message = str(err).strip() or type(err).__name__
+    if isinstance(err, KeyError) and message.startswith(("'", '"')):
+        message = f"missing key {message}"
+    return " ".join(message.split())
+
+
+def main(argv: list[str] | None = None, catch: bool | None = None) -> int:
+    """``zelo`` entry point. ``catch`` (default: True when run from the shell, i.e. ``argv`` is None) turns an error
+    into one line on stderr and exit status 1; ``--debug`` before the command, or ``ZELO_DEBUG=1``, re-raises it."""
+    catch = argv is None if catch is None else catch
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
+    debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    if argv[0] == "--debug":
+        debug, argv = True, argv[1:]
+    if not catch or debug:
+        return run_command(argv)
+    try:
+        return run_command(argv)
+    except KeyboardInterrupt:
+        print("zelo: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the shell gets one line; --debug / ZELO_DEBUG=1 show the traceback
+        name = argv[0] if argv and argv[0] in COMMANDS else ""
+        print(f"zelo {name}: error: {_one_line(err)}".replace("zelo : ", "zelo: "), file=sys.stderr)
+        print(f"(run with `zelo --debug {' '.join(argv[:1])} ...` or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

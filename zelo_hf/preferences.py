@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .judges import Comparison, EnsembleJudge, Judge, LiteLLMJudge, Vote, combine_votes, flush_litellm_logging, redact
-from .utils import get_logger, producing_command
+from .utils import get_logger, producing_command, scrub_paths
 
 logger = get_logger(__name__)
 
@@ -563,8 +563,9 @@ def save_preference_set(
     out = save_dataset_folder(result.preferences, output_dir, card)
     with open(out / "failed_pairs.jsonl", "w", encoding="utf-8") as f:
         for row in result.failed or []:
-            f.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
-    (out / "judging_summary.json").write_text(redact(json.dumps(summary, indent=2, default=float)), encoding="utf-8")
+            f.write(scrub_paths(redact(json.dumps(row, ensure_ascii=False))) + "\n")
+    summary_text = scrub_paths(redact(json.dumps(summary, indent=2, default=float)))  # tracebacks name local files
+    (out / "judging_summary.json").write_text(summary_text, encoding="utf-8")
     if push_to_hub:
         push_folder(out, push_to_hub, repo_type="dataset", private=private)
     return out

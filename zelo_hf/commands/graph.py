@@ -27,10 +27,16 @@ def make_parser():
 
 def main(args: GraphArguments) -> int:
     from ..graphs import candidate_pairs
-    from ..hub import load_dataset_any, save_dataset_folder
+    from ..hub import load_dataset_any, render_step_card, save_dataset_folder
 
     candidates = load_dataset_any(args.input, split=args.split)
     pairs = candidate_pairs(candidates, degree=args.degree, seed=args.seed)
-    save_dataset_folder(pairs, args.output_dir)
+    card = render_step_card(
+        "zELO comparison pairs to judge", "Within-query document pairs from sparse comparison graphs, for `zelo judge "
+        "--pairs`.", ["reranking", "comparison-graph"],
+        {"candidates": f"`{args.input}`", "degree": args.degree, "seed": args.seed, "queries": len(candidates),
+         "pairs": len(pairs)},
+    )  # fmt: skip
+    save_dataset_folder(pairs, args.output_dir, card)
     print(json.dumps({"queries": len(candidates), "pairs": len(pairs), "output_dir": args.output_dir}))
     return 0

@@ -22,12 +22,14 @@ pairs are recorded as failed, and the command exits with status 4 (3: some pairs
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HELP = "Judge comparison pairs with LLMs (litellm), a local pairwise model or a simulated judge."
-DESCRIPTION = """Judge comparison pairs -> a preference-set folder (parquet + card).
+DESCRIPTION = f"""{HELP}
+Writes a preference-set folder (parquet + card).
 
 Local LLM server (vLLM, llama.cpp's llama-server, Ollama: anything OpenAI-compatible):
   zelo judge --candidates out/candidates --output_dir out/prefs \\
@@ -37,7 +39,7 @@ Local LLM server (vLLM, llama.cpp's llama-server, Ollama: anything OpenAI-compat
   --answer_format logprobs needs a server that returns `logprobs`/`top_logprobs` (vLLM, llama-server do);
   score and verdict work with any server. Set --concurrency near the server's parallel slots; timeouts and
   429s lower it automatically (AIMD), and --context_window (the per-slot context) cuts documents to fit.
-Exit status: 0 all pairs judged, 3 some pairs failed, 4 a judge was stopped (bad key, unknown model, quota,
+Exit status: 0 all pairs judged, 3 some (or all: stderr says so) pairs failed, 4 a judge was stopped (bad key, unknown model, quota,
 server down, stalled provider: stderr says which and how to fix it)."""
 
 
@@ -160,6 +162,14 @@ def build_judge(args: JudgeArguments, qrels: dict | None):
     return judges[0] if len(judges) == 1 else EnsembleJudge(judges, combine=args.combine)
 
 
+def _first_error(summary: dict) -> str:
+    for row in summary.get("failed_pairs") or []:
+        errors = [e for e in row.get("errors") or [] if e]
+        if errors:
+            return " ".join(str(errors[0]).split())[:300]
+    return "unknown"
+
+
 def _check_rounds(args: JudgeArguments) -> None:
     """Bad --rounds / --budget combinations fail before anything is loaded or sent (issue #13)."""
     r, b = args.rounds, args.budget
@@ -229,6 +239,10 @@ def main(args: JudgeArguments) -> int:
     save_preference_set(result, args.output_dir, judge=judge, push_to_hub=args.push_to_hub, source=str(source))
     shown = {k: v for k, v in result.summary.items() if k != "failed_pairs"}
     print(json.dumps(shown | {"output_dir": args.output_dir, "cache": cache}, default=float))
+    if result.summary["pairs"] and result.summary["judged"] == 0:
+        print(f"zelo judge: every one of the {result.summary['pairs']} pairs failed, so nothing was judged "
+              f"(first error: {_first_error(result.summary)}): fix the judge and rerun; the failures are in "
+              f"{Path(args.output_dir) / 'failed_pairs.jsonl'}.", file=sys.stderr)  # fmt: skip
     if result.summary.get("stopped_judges"):
         return 4
     return 0 if result.summary["failed"] == 0 else 3
