@@ -115,7 +115,7 @@ def run(args) -> dict:
     n = args.n_docs
     degrees = [int(d) for d in args.degrees.split(",")]
     cycle_budgets = [n * d // 2 for d in degrees]
-    extra = [int(f * n) for f in (1.5, 2.5)]  # smaller budgets, to find where adaptive meets degree 8
+    extra = [int(f * n) for f in (1.5, 2.25, 2.5, 3.5)]  # more budgets, to find where adaptive meets degree 8
     adaptive_budgets = sorted({b for b in cycle_budgets + extra if b >= n * args.first_degree // 2})
     curves: dict[str, dict[int, list[dict]]] = {"random": {}, "adaptive": {}, "dense": {}}
     started = time.perf_counter()
@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--degrees", default="4,6,8,12", help="Random-cycle degrees (comma separated).")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--first_degree", type=int, default=2)
+    parser.add_argument("--first_degree", type=int, default=4, help="First round's cycle degree (the library default).")
     parser.add_argument("--top_k", type=int, default=20)
     parser.add_argument("--max_per_doc", type=int, default=2)
     parser.add_argument("--no_dense", action="store_true")

@@ -136,6 +136,34 @@ def test_budget_exact_connected_and_rerun_bills_nothing(data, tmp_path):
     assert again.preferences.to_dict() == res.preferences.to_dict()
 
 
+class CrashingJudge(SpyJudge):
+    """Dies (like a killed process) after ``limit`` paid calls."""
+
+    def __init__(self, *args, limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.limit = limit
+
+    async def acompare_comparison(self, c):
+        if self.calls >= self.limit:
+            raise KeyboardInterrupt("killed")
+        return await super().acompare_comparison(c)
+
+
+def test_resume_after_a_crash_mid_round_pays_each_pair_once(data, tmp_path):
+    candidates, qrels = data
+    cache, total = tmp_path / "j.sqlite", N_QUERIES * 90
+    first_round = sum(len(r["doc_ids"]) * 2 for r in candidates)
+    crashing = CrashingJudge(qrels, limit=first_round + 37)  # dies inside round 2
+    with pytest.raises(KeyboardInterrupt):
+        adaptive_judge(candidates, crashing, rounds=4, budget=90, cache=cache, progress=False, concurrency=1)
+    spy = SpyJudge(qrels)
+    res = adaptive_judge(candidates, spy, rounds=4, budget=90, cache=cache, progress=False)
+    assert crashing.calls + spy.calls == total == len(res.preferences)  # the crashed run's answers were kept
+    clean = adaptive_judge(candidates, SpyJudge(qrels), rounds=4, budget=90, cache=tmp_path / "k.sqlite",
+                           progress=False)
+    assert res.preferences.to_dict() == clean.preferences.to_dict()  # the same pairs as an uninterrupted run
+
+
 def test_first_round_is_the_plain_judging_graph_and_small_queries_are_dense(data, tmp_path):
     from zelo_hf.preferences import judge_pairs
 
