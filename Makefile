@@ -1,5 +1,7 @@
 # The README's two commands: `make demo` (set-up + the main job on bundled data, offline, CPU)
-# and `make test` (set-up + the test suite). Both create .venv on first use.
+# and `make test` (set-up + the default test suite: slow and GPU tests skipped). Both create .venv on first use.
+# `make test-slow` runs only the tests marked slow, `make test-all` everything (slow and GPU marks included:
+# GPU tests still skip themselves without a CUDA device).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-slow test-all lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +27,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# pytest exits 5 when a mark selects no test: not a failure here (nothing may be marked slow yet).
+test-slow: setup
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check zelo_hf recipes eval tests
