@@ -36,8 +36,19 @@ def test_negated_flags_have_their_own_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["judge", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--no_progress, --no-progress Turn off --progress (on by default)." in out
+    assert "--no_progress, --no-progress Turn off --progress (the same as --progress false)." in out
     assert "--no-progress Show a progress bar" not in out
+
+
+@pytest.mark.parametrize("command", ["train-pointwise", "train-pairwise"])
+def test_train_help_lists_the_zelo_options_first(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: zelo {command} [-h] [--config CONFIG.yaml] [options]\n")
+    own, rest = out.split("\noptions:\n")
+    assert "zELO options" in own and "--dataset_name" in own and "--max_length" in own
+    assert "--learning_rate" in rest and "--learning_rate" not in own
 
 
 def test_an_error_is_one_line_and_exits_nonzero(tmp_path, capsys, monkeypatch):

@@ -58,7 +58,23 @@ def _describe_negations(parser) -> None:
     for action in parser._actions:
         negated = [s for s in action.option_strings if s.startswith("--no_")]
         if negated and action.const is False:
-            action.help = f"Turn off --{action.dest} (on by default)."
+            action.help = f"Turn off --{action.dest} (the same as --{action.dest} false)."
+
+
+def _group_own_options_first(parser, module) -> None:
+    """The train commands' help runs to hundreds of lines of TrainingArguments: list the options zELO adds (the
+    script arguments and the config fields TrainingArguments lacks) first, in their own group."""
+    own = module.own_option_fields() if hasattr(module, "own_option_fields") else None
+    if not own:
+        return
+    group = parser.add_argument_group("zELO options (the rest are transformers TrainingArguments / TRL ModelConfig)")
+    moved = [a for a in parser._optionals._group_actions if a.dest in own]
+    for action in moved:
+        parser._optionals._group_actions.remove(action)
+        group._group_actions.append(action)
+    parser._action_groups.remove(group)
+    parser._action_groups.insert(parser._action_groups.index(parser._optionals), group)
+    parser.usage = f"{parser.prog} [-h] [--config CONFIG.yaml] [options]"  # the full list runs to ~150 lines
 
 
 def make_command_parser(name: str):
@@ -70,6 +86,7 @@ def make_command_parser(name: str):
     if not extra.startswith(HELPS[name]):
         parser.description = f"{HELPS[name]}\n\n{extra}".strip() if extra else HELPS[name]
     _describe_negations(parser)
+    _group_own_options_first(parser, module)
     return module, parser
 
 

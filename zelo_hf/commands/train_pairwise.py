@@ -7,11 +7,17 @@
 
 from __future__ import annotations
 
-from .train_pointwise import TrainScriptArguments, run
+from .train_pointwise import TrainScriptArguments, run, zelo_fields
 
 HELP = "Train the pairwise small model (BCE on soft labels) on a preference set."
 
 __all__ = ["TrainScriptArguments", "make_parser", "main"]
+
+
+def own_option_fields() -> set[str]:
+    from ..trainer.pairwise_config import PairwiseConfig
+
+    return zelo_fields(PairwiseConfig)
 
 
 def make_parser():

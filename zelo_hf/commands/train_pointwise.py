@@ -146,6 +146,22 @@ def run(trainer_cls, script_args, training_args, model_args):
     return trainer
 
 
+def zelo_fields(config_cls) -> set[str]:
+    """Options zELO adds: the script arguments and the ``config_cls`` fields ``TrainingArguments`` lacks."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    base = {f.name for f in fields(TrainingArguments)}
+    return {f.name for f in fields(TrainScriptArguments)} | {f.name for f in fields(config_cls)} - base
+
+
+def own_option_fields() -> set[str]:
+    from ..trainer.pointwise_config import PointwiseConfig
+
+    return zelo_fields(PointwiseConfig)
+
+
 def make_parser():
     from trl import ModelConfig, TrlParser
 
