@@ -134,6 +134,7 @@ def test_zero3_lora_saves_the_classification_head_with_the_adapter(tiny_bert_pat
         assert not np.array_equal(adapter[key], base[base_key]), f"{key} was not trained"
 
 
+@pytest.mark.slow  # ~55 s; the recipe runs by default in test_recipes.py, ZeRO-3 training in the tests above
 def test_zerank_recipe_trains_the_pairwise_model_then_the_reranker_under_zero3(tiny_bert_path, tmp_path):
     """Two trainers in one DeepSpeed process (accelerate refuses a second DeepSpeed Accelerator unless released)."""
     out = tmp_path / "recipe"
