@@ -28,7 +28,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# pytest exits 5 when a mark selects no test: not a failure here (nothing may be marked slow yet).
+# pytest exits 5 when a mark selects no test: not a failure here (a checkout may mark none slow).
 test-slow: setup
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 

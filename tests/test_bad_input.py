@@ -41,6 +41,26 @@ def test_qrels_pointing_outside_the_corpus_is_refused(tmp_path):
         load_beir_folder(folder)
 
 
+def test_a_hub_corpus_keeps_the_first_of_repeated_ids_and_drops_dangling_qrels(monkeypatch, caplog):
+    import datasets
+
+    from zelo_hf.data import load_beir_hub
+
+    tables = {"corpus": [*DOCS, {"_id": "d1", "title": "", "text": "chocolate cake"}], "queries": [{"_id": "q1",
+              "text": "wings"}], "default": [{"query-id": "q1", "corpus-id": c, "score": 1} for c in ("d1", "d9")]}
+
+    def fake_load(repo, config, split=None, revision=None):
+        ds = Dataset.from_list(tables[config])
+        return ds if split else datasets.DatasetDict({"test": ds})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    with caplog.at_level("WARNING", logger="zelo_hf"):
+        data = load_beir_hub("me/beir")
+    assert data.corpus["d1"]["text"] == "aircraft wing lift" and data.qrels == {"q1": {"d1": 1}}
+    assert "1 repeated document `_id`(s) (first: 'd1'): keeping each id's first text" in caplog.text
+    assert "1 qrels line(s) name a document not in the corpus (first: query-id='q1', corpus-id='d9')" in caplog.text
+
+
 def test_corpus_line_without_id(tmp_path):
     folder = beir_folder(tmp_path / "beir", [DOCS[0], {"title": "", "text": "no id"}], qrels="q1\td1\t2\n")
     with pytest.raises(ValueError, match=r"corpus.jsonl: record 2 has no `_id` \(got keys \['text', 'title'\]\)"):

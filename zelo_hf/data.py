@@ -15,7 +15,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .utils import looks_local, missing_path_error
+from .utils import get_logger, looks_local, missing_path_error
+
+logger = get_logger(__name__)
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 BUNDLED = ("scifact", "cranfield")
@@ -107,15 +109,25 @@ def _read_queries(path: Path) -> dict[str, str]:
     return queries
 
 
-def check_qrels(qrels: dict[str, dict[str, int]], corpus: dict, where: str) -> None:
-    """Every judged document must be in the corpus: a dangling id would be a relevant document no ranker can find."""
+def check_qrels(qrels: dict[str, dict[str, int]], corpus: dict, where: str, drop: bool = False) -> None:
+    """Every judged document must be in the corpus: a dangling id would be a relevant document no ranker can find.
+
+    A local folder (which the user can fix) raises; a published Hub dataset (``drop=True``, which they cannot)
+    has those qrels lines dropped with a warning naming the count and the first one.
+    """
     missing = [(q, d) for q, docs in qrels.items() for d in docs if d not in corpus]
-    if missing:
-        q, d = missing[0]
-        raise ValueError(
-            f"{where}: {len(missing)} qrels line(s) name a document not in the corpus (first: query-id={q!r}, "
-            f"corpus-id={d!r}): fix the id or add the document to the corpus."
-        )
+    if not missing:
+        return
+    q, d = missing[0]
+    message = (f"{where}: {len(missing)} qrels line(s) name a document not in the corpus (first: query-id={q!r}, "
+               f"corpus-id={d!r})")
+    if not drop:
+        raise ValueError(f"{message}: fix the id or add the document to the corpus.")
+    logger.warning("%s: dropping those lines (a published dataset cannot be fixed here).", message)
+    for q, d in missing:
+        del qrels[q][d]
+        if not qrels[q]:
+            del qrels[q]
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -168,11 +180,22 @@ def load_beir_hub(repo_id: str, split: str = "test", revision: str | None = None
         qrels_ds = load_dataset(repo_id, "default", split=split, revision=revision)
     except (ValueError, FileNotFoundError):
         qrels_ds = load_dataset(f"{repo_id}-qrels", split=split)
-    corpus = {str(r["_id"]): {"title": r.get("title") or "", "text": r.get("text") or ""} for r in corpus_ds}
+    corpus: dict[str, dict[str, str]] = {}
+    repeated: list[str] = []
+    for r in corpus_ds:
+        doc_id = str(r["_id"])
+        if doc_id in corpus:  # a published corpus cannot be fixed here: keep the first text, say so
+            repeated.append(doc_id)
+            continue
+        corpus[doc_id] = {"title": r.get("title") or "", "text": r.get("text") or ""}
+    if repeated:
+        logger.warning("%s corpus: %d repeated document `_id`(s) (first: %r): keeping each id's first text.",
+                       repo_id, len(repeated), repeated[0])  # fmt: skip
     queries = {str(r["_id"]): r["text"] for r in queries_ds}
     qrels: dict[str, dict[str, int]] = {}
     for r in qrels_ds:
         qrels.setdefault(str(r["query-id"]), {})[str(r["corpus-id"])] = int(r["score"])
+    check_qrels(qrels, corpus, f"{repo_id} qrels ({split})", drop=True)
     return RetrievalData(name=repo_id.split("/")[-1], corpus=corpus, queries=queries, qrels=qrels, split=split)
 
 

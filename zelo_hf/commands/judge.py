@@ -39,8 +39,8 @@ Local LLM server (vLLM, llama.cpp's llama-server, Ollama: anything OpenAI-compat
   --answer_format logprobs needs a server that returns `logprobs`/`top_logprobs` (vLLM, llama-server do);
   score and verdict work with any server. Set --concurrency near the server's parallel slots; timeouts and
   429s lower it automatically (AIMD), and --context_window (the per-slot context) cuts documents to fit.
-Exit status: 0 all pairs judged, 3 some (or all: stderr says so) pairs failed, 4 a judge was stopped (bad key, unknown model, quota,
-server down, stalled provider: stderr says which and how to fix it)."""
+Exit status: 0 all pairs judged, 3 some (or all: stderr says so) pairs failed, 4 a judge was stopped (bad key,
+unknown model, quota, server down, stalled provider: stderr says which and how to fix it)."""
 
 
 @dataclass
