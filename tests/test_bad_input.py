@@ -94,6 +94,17 @@ def test_empty_dataset_folder_names_it(tmp_path):
         load_dataset_any(tmp_path / "cross")
 
 
+def test_empty_cross_pairs_without_columns_and_malformed_json(tmp_path):
+    from zelo_hf.hub import save_dataset_folder
+
+    save_dataset_folder(Dataset.from_list([]), tmp_path / "cross")  # DatasetGenerationError before
+    with pytest.raises(ValueError, match=r"cross has no rows in split 'train'"):
+        load_dataset_any(tmp_path / "cross")
+    (tmp_path / "pairs.jsonl").write_text('{"a": 1}\n{"a": "x", \n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl cannot be read as a dataset \(.*write one JSON object per line"):
+        load_dataset_any(tmp_path / "pairs.jsonl")
+
+
 def test_mistyped_local_path_is_never_sent_to_the_hub(tmp_path, monkeypatch):
     import datasets
 

@@ -138,12 +138,29 @@ def load_dataset_any(source: str | Path, split: str | None = "train"):
         raise missing_path_error(str(source), "input")
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"{source} is empty (0 bytes): pass a file with rows (one JSON object per line for .jsonl).")
+    from datasets.exceptions import DatasetGenerationError
+
     try:
         return _load_dataset_any(source, path, split)
-    except ValueError as err:
-        if "corresponds to no data" not in str(err):
+    except (ValueError, DatasetGenerationError) as err:
+        if "corresponds to no data" in str(err) or _is_schemaless(path):
+            raise ValueError(f"{source} has no rows in split {split!r}: {_why_empty(path)}") from None
+        if not path.exists():
             raise
-        raise ValueError(f"{source} has no rows in split {split!r}: {_why_empty(path)}") from None
+        cause = err.__cause__ or err.__context__ or err
+        first = " ".join(str(cause).split()) or type(cause).__name__
+        raise ValueError(f"{source} cannot be read as a dataset ({type(cause).__name__}: {first[:300]}): write one "
+                         "JSON object per line (.jsonl), or a parquet / csv file or folder.") from err
+
+
+def _is_schemaless(path: Path) -> bool:
+    """A folder whose parquet files hold no columns (an empty dataset saved without a schema)."""
+    if not path.is_dir():
+        return False
+    import pyarrow.parquet as pq
+
+    files = sorted(path.glob("data/*.parquet"))
+    return bool(files) and all(len(pq.read_schema(f).names) == 0 for f in files)
 
 
 def _why_empty(path: Path) -> str:
