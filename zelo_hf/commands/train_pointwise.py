@@ -93,7 +93,7 @@ def check_target_scale(dataset, what: str) -> None:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"{what} dataset: `{column}` must be finite with |{column}| <= {MAX_ABS_TARGET:g} (got {values[i]!r} at "
+                f"{what} dataset: `{column}` must be finite with |{column}| <= {MAX_ABS_TARGET:g} (got {float(values[i])!r} at "
                 f"row {i}, {int(bad.sum())} bad row(s)): fix the label set (re-run `zelo fit` / `zelo calibrate`)."
             )
 
