@@ -21,7 +21,8 @@ def main(script_args: PairwiseArguments, training_args: PairwiseConfig, model_ar
         keys = sorted(k for k in result["after"] if k.startswith("eval_") and "runtime" not in k and "per_second" not in k)
         print("| metric | before | after |\n|---|---|---|")
         for key in keys:
-            print(f"| {key[5:]} | {result['before'].get(key, float('nan')):.4f} | {result['after'][key]:.4f} |")
+            before = result["before"].get("base_" + key[5:], float("nan"))
+            print(f"| {key[5:]} | {before:.4f} | {result['after'][key]:.4f} |")
         print(f"saved to {result['output_dir']}")
     return result
 

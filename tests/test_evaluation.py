@@ -220,3 +220,24 @@ def test_markdown_and_card_rows():
     assert len(ev.card_eval_results(rows, "zelo")) == 2
     with pytest.raises(ValueError, match="`rows` is empty"):
         ev.results_to_markdown([])
+
+
+def test_cross_query_auc_sees_what_per_query_metrics_cannot():
+    """A per-query offset leaves NDCG unchanged but breaks a global threshold: only the pooled AUC drops."""
+    qrels = {"q1": {"a": 1, "b": 0}, "q2": {"c": 1, "d": 0}}
+    calibrated = {"q1": {"a": 1.0, "b": 0.0}, "q2": {"c": 1.0, "d": 0.0}}
+    shifted = {"q1": {"a": 1.0, "b": 0.0}, "q2": {"c": 11.0, "d": 10.0}}  # q2 offset by +10
+    assert ev.cross_query_auc(calibrated, qrels) == 1.0
+    assert ev.cross_query_auc(shifted, qrels) == pytest.approx(0.75)  # d (non-relevant, 10) beats a (relevant, 1)
+    assert ev.evaluate_run(calibrated, qrels)["aggregate"] == ev.evaluate_run(shifted, qrels)["aggregate"]
+    with pytest.raises(ValueError, match="needs relevant and non-relevant pairs"):
+        ev.cross_query_auc({"q1": {"a": 1.0}}, {"q1": {"a": 1}})
+
+
+def test_seed_row_reports_mean_sd_and_seeds():
+    results = [{"aggregate": {"ndcg@10": v, "mrr@10": 0.5}, "num_queries": 3} for v in (0.4, 0.6)]
+    row = ev.seed_row("m", "trained", results, seeds=[0, 1])
+    assert row["ndcg@10"] == pytest.approx(0.5) and row["ndcg@10_sd"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
+    assert row["seeds"] == [0, 1] and row["queries"] == 3 and row["kind"] == "trained"
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        ev.seed_row("m", "baseline", results)

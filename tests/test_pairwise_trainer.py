@@ -105,3 +105,11 @@ def test_pairwise_metrics_values():
     assert m["bce"] == pytest.approx(expected_bce)
     probs = np.array([0.05, 0.15, 0.95])
     assert expected_calibration_error(probs, np.array([0.0, 0.0, 1.0]), n_bins=10) == pytest.approx(0.25 / 3)
+
+
+def test_agreement_counts_only_the_pairs_the_judges_are_sure_of():
+    logits = np.array([2.0, -1.0, 1.0, -3.0, 0.5])
+    prob_a = np.array([0.9, 0.15, 0.6, 0.95, 0.79])  # confident: 0.9 (right), 0.15 (right), 0.95 (wrong)
+    m = pairwise_metrics(logits, prob_a)
+    assert m["confident_pairs"] == 3 and m["agreement"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(4 / 5)

@@ -225,3 +225,29 @@ def test_training_summary_first_and_last_loss(log, first, last):
     state = SimpleNamespace(log_history=[{"epoch": e, "loss": v} for e, v in log] + [{"train_runtime": 1.0}])
     summary = _training_summary(SimpleNamespace(state=state), SimpleNamespace(training_loss=1.0, global_step=14))
     assert summary["first_loss"] == pytest.approx(first) and summary["last_loss"] == pytest.approx(last)
+
+
+def test_adaptive_judging_in_the_recipe_spends_exactly_the_budget(tmp_path):
+    """judge_rounds > 1: the preferences stage judges cycles, then fit-chosen pairs, judge_budget per query."""
+    from collections import Counter
+
+    from zelo_hf.pipeline import load_split, stage_candidates, stage_preferences
+
+    args = ZerankArguments(dataset_name="cranfield", dataset_split="test", eval_split="test", num_train_queries=3,
+                           num_eval_queries=2, top_k=8, eval_top_k=8, graph_degree=2, judge_rounds=2, judge_budget=12,
+                           judge_first_degree=2)
+    (tmp_path / "candidates").mkdir()
+    stage_candidates(args, tmp_path / "candidates")
+    (tmp_path / "preferences").mkdir()
+    summary = stage_preferences(args, tmp_path, tmp_path / "preferences")
+    prefs = load_split(tmp_path / "preferences", "train")
+    assert set(Counter(prefs["query_id"]).values()) == {12} and summary["failed"] == 0
+    pairs = {(q, *sorted((a, b))) for q, a, b in zip(prefs["query_id"], prefs["doc_a_id"], prefs["doc_b_id"])}
+    assert len(pairs) == len(prefs)  # no pair judged twice
+
+
+def test_adaptive_judging_settings_are_checked_before_anything_runs():
+    with pytest.raises(ValueError, match="judge_rounds > 1 together with judge_budget"):
+        ZerankArguments(judge_rounds=3)
+    with pytest.raises(ValueError, match="judge_rounds > 1 together with judge_budget"):
+        ZerankArguments(judge_budget=100)

@@ -42,7 +42,7 @@ def zerank_args(model_path: str, output_dir: Path, *flags: str):
         "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--seed", "0",
         "--target_transform", "standardize", "--dev_query_fraction", "0.34", "--seeds", "0", "1",
         "--zembed_num_train_epochs", "2", "--zembed_learning_rate", "1e-3", "--zembed_batch_size", "2",
-        "--random_orderings", "3", *flags,
+        "--random_orderings", "3", "--pairwise_min_agreement", "0.0", *flags,
     ]  # fmt: skip
     return load_recipe("zerank").make_parser().parse_args_and_config(argv)
 
@@ -106,6 +106,9 @@ def test_zerank_writes_every_stage_artifact(zerank_run):
     assert (output_dir / "pointwise" / "seeds" / "seed-1" / "config.json").exists()  # one model per seed
     for seed_dir in ("model", "seeds/seed-1"):
         assert (output_dir / "zembed" / seed_dir / "router_config.json").exists()
+    card = (output_dir / "zembed" / "model" / "README.md").read_text()  # written with the evaluation table
+    assert "| zembed (query-side bi-encoder, listwise KL) | trained |" in card and "| random order | random |" in card
+    assert "encode_query" in card
 
 
 def test_zerank_reports_every_baseline_and_seed(zerank_run):
@@ -137,6 +140,26 @@ def test_the_trained_reranker_learned_the_labels(zerank_run):
     summary = marker["summary"]
     assert summary["rows"] == 6 * 6 and summary["steps"] > 0  # 9 labelled queries, 3 of them dev
     assert summary["last_loss"] < summary["first_loss"]
+
+
+def test_pairwise_model_reports_held_out_agreement_next_to_its_base(zerank_run):
+    output_dir, _, _ = zerank_run
+    summary = json.loads((output_dir / "pairwise" / "_COMPLETE.json").read_text())["summary"]
+    assert summary["held_out_rows"] == 6 and summary["rows"] == 5 * 6  # one of 6 judged queries held out
+    assert 0.0 <= summary["agreement"] <= 1.0 and 0.0 <= summary["base_agreement"] <= 1.0
+    card = (output_dir / "pairwise" / "model" / "README.md").read_text()
+    assert "eval_agreement" in card and "base_agreement" in card
+
+
+def test_a_pairwise_model_below_the_agreement_threshold_judges_nothing():
+    from zelo_hf.pipeline import check_pairwise_agreement
+
+    with pytest.raises(ValueError, match=r"agreement with the judges is 0.55 .* below pairwise_min_agreement=0.7"):
+        check_pairwise_agreement({"agreement": 0.55, "confident_pairs": 40, "base_agreement": 0.5}, 0.7)
+    with pytest.raises(ValueError, match="agreement with the judges is None"):  # never measured: refused too
+        check_pairwise_agreement({}, 0.7)
+    check_pairwise_agreement({"agreement": 0.8}, 0.7)
+    check_pairwise_agreement({"agreement": float("nan")}, 0.0)  # 0 turns the check off
 
 
 def test_rerun_skips_everything_and_judges_nothing(zerank_run, tiny_bert_path, monkeypatch):
@@ -265,5 +288,6 @@ def test_pairwise_recipe_trains_and_evaluates(zerank_run, tiny_bert_path, tmp_pa
     recipe = load_recipe("pairwise")
     result = recipe.main(*recipe.make_parser().parse_args_and_config(argv))
     assert result["eval_rows"] == 2 * 6 and result["train_rows"] == 4 * 6
-    assert "eval_loss" in result["before"] and "eval_loss" in result["after"]
+    assert "base_loss" in result["before"] and "eval_loss" in result["after"]
+    assert {"base_agreement", "eval_agreement"} <= set(result["before"]) | set(result["after"])
     assert (Path(result["output_dir"]) / "config.json").exists()

@@ -271,6 +271,32 @@ def first_stage_run(candidates) -> Run:
     return run
 
 
+def cross_query_auc(run: Run, qrels: Qrels) -> float:
+    """Pooled ROC-AUC over every (query, document) of the run: the probability that a relevant pair (grade >= 1)
+    outscores a non-relevant one *of any query*. A metric only scores that mean the same in every query win (one
+    global threshold works); per-query metrics such as NDCG cannot see a query-dependent offset."""
+    from scipy.stats import rankdata
+
+    scores, relevant = [], []
+    for qid, docs in _check_run(run).items():
+        judged = qrels.get(qid, {})
+        for doc_id, score in docs.items():
+            scores.append(score)
+            relevant.append(judged.get(doc_id, 0) > 0)
+    relevant = np.asarray(relevant, dtype=bool)
+    n_pos, n_neg = int(relevant.sum()), int((~relevant).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"cross_query_auc needs relevant and non-relevant pairs (got {n_pos} and {n_neg}).")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # ties get their mean rank (Mann-Whitney)
+    return float((ranks[relevant].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def label_run(labels, column: str) -> Run:
+    """A label set's scores (``elo`` or the calibrated ``score``) as a run, to measure them like a system's."""
+    return {str(q): {str(d): float(v) for d, v in zip(ids, values)}
+            for q, ids, values in zip(labels["query_id"], labels["doc_ids"], labels[column])}
+
+
 def random_run(candidates, seed: int) -> Run:
     """A random ordering of each query's candidates (the floor every reranker must clear), seeded."""
     rng = np.random.default_rng(seed)
@@ -506,7 +532,8 @@ def result_row(name: str, dataset: str, split: str, result: dict[str, Any], **ex
 ROW_KINDS = ("first_stage", "random", "base", "trained")
 
 
-def seed_row(name: str, kind: str, results: Sequence[dict[str, Any]], seeds: Sequence[int] | None = None) -> dict:
+def seed_row(name: str, kind: str, results: Sequence[dict[str, Any]], seeds: Sequence[int] | None = None,
+             qrels: Qrels | None = None) -> dict:
     """One honest table row from one result per seed (or per random ordering): every metric's mean, the sd of
     NDCG@10 across seeds (0 for a single run), the seeds, the number of queries and the per-seed NDCG@10."""
     if kind not in ROW_KINDS:
@@ -523,6 +550,8 @@ def seed_row(name: str, kind: str, results: Sequence[dict[str, Any]], seeds: Seq
     for metric in results[0]["aggregate"]:
         if metric != "ndcg@10":
             row[metric] = float(np.mean([r["aggregate"][metric] for r in results]))
+    if qrels is not None and all("run" in r for r in results):  # cross-query calibration of the scores
+        row["pooled_auc"] = float(np.mean([cross_query_auc(r["run"], qrels) for r in results]))
     row["queries"] = queries.pop()
     row["ndcg@10_per_seed"] = [round(float(x), 4) for x in ndcg]
     return row

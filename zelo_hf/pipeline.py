@@ -117,7 +117,15 @@ class ZerankArguments:
     judge_cache: str | None = field(
         default=None, metadata={"help": "SQLite judgment cache (default: <output_dir>/judgments.sqlite)."}
     )
-    judge_max_concurrency: int = field(default=16, metadata={"help": "Concurrent LLM calls."})
+    judge_max_concurrency: int = field(default=16, metadata={"help": "Concurrent LLM calls (per judge)."})
+    judge_rounds: int = field(
+        default=1,
+        metadata={"help": "Judging rounds: 1 judges the degree-`graph_degree` cycles; > 1 judges random cycles of "
+                  "degree `judge_first_degree` first, then pairs chosen from the fit (zelo_hf.adaptive) until "
+                  "`judge_budget` comparisons per query."},
+    )
+    judge_budget: int | None = field(default=None, metadata={"help": "Comparisons per query with judge_rounds > 1."})
+    judge_first_degree: int = field(default=4, metadata={"help": "Degree of the first adaptive round's cycles."})
     simulated_noise: float = field(default=0.2, metadata={"help": "Noise s.d. of the simulated judge."})
     # fit and calibration
     link: str = field(default="thurstone", metadata={"help": f"Link of the fit, one of {LINKS}."})
@@ -134,6 +142,16 @@ class ZerankArguments:
     pairwise_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the pairwise model."})
     pairwise_per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairwise batch size."})
     pairwise_max_length: int = field(default=512, metadata={"help": "Max tokens of a (query, doc A, doc B) input."})
+    pairwise_eval_query_fraction: float = field(
+        default=0.2,
+        metadata={"help": "Share of the judged queries whose pairs are held out of the pairwise model's training to "
+                  "measure its agreement with the judges (split off before training)."},
+    )
+    pairwise_min_agreement: float = field(
+        default=0.7,
+        metadata={"help": "The pairwise model judges no query unless its held-out agreement with the judges (pairs "
+                  "with |p - 0.5| >= 0.3) reaches this (0.5 is chance)."},
+    )
     # zembed: the query-side bi-encoder on the calibrated labels
     zembed: bool = field(
         default=True,
@@ -142,6 +160,11 @@ class ZerankArguments:
     )
     zembed_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Bi-encoder base of zembed (None: model_name_or_path)."}
+    )
+    zembed_max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per document of zembed's (frozen, base) document tower, for the base row too (None: "
+                  "the model's own max_seq_length). all-MiniLM-L6-v2 was trained at 128."},
     )
     zembed_num_train_epochs: float = field(default=4.0, metadata={"help": "zembed epochs (the best dev one is kept)."})
     zembed_learning_rate: float = field(default=2e-5, metadata={"help": "zembed learning rate."})
@@ -182,12 +205,22 @@ class ZerankArguments:
                 f"`graph_degree` must be < top_k (got graph_degree={self.graph_degree}, top_k={self.top_k}): "
                 f"lower the degree or raise top_k."
             )
+        if self.judge_rounds < 1 or (self.judge_rounds > 1) != (self.judge_budget is not None):
+            raise ValueError(
+                f"adaptive judging needs judge_rounds > 1 together with judge_budget (got judge_rounds="
+                f"{self.judge_rounds}, judge_budget={self.judge_budget}): pass e.g. --judge_rounds 4 --judge_budget "
+                "225, or neither."
+            )
         if not 0.0 <= self.dev_query_fraction < 1.0:
             raise ValueError(
                 f"`dev_query_fraction` must be in [0, 1) (got dev_query_fraction={self.dev_query_fraction}): e.g. 0.15."
             )
         if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"`seeds` must be distinct and non-empty (got seeds={self.seeds}): e.g. --seeds 0 1 2.")
+        if not 0.0 <= self.pairwise_min_agreement <= 1.0:
+            raise ValueError(
+                f"`pairwise_min_agreement` must be in [0, 1] (got {self.pairwise_min_agreement}): e.g. 0.7 (0.5 is chance)."
+            )
         if self.num_pairwise_queries and not self.pairwise_model_name_or_path:
             raise ValueError(
                 f"`num_pairwise_queries`={self.num_pairwise_queries} needs a pairwise model: set "
@@ -488,15 +521,21 @@ def stage_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path, 
     candidates = load_split(output_dir / "candidates", split)
     if judge is None:
         judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
-    result = judge_pairs(
-        candidates,
-        judge,
-        degree=args.graph_degree,
-        seed=args.query_seed,
-        cache=judge_cache_path(args, output_dir),
-        concurrency=args.judge_max_concurrency,
-    )
+    cache = judge_cache_path(args, output_dir)
+    if args.judge_rounds > 1:  # adaptive rounds (zelo_hf.adaptive): every round one judge_pairs call, same cache
+        from .adaptive import adaptive_judge
+
+        result = adaptive_judge(candidates, judge, rounds=args.judge_rounds, budget=args.judge_budget,
+                                first_degree=args.judge_first_degree, cache=cache, seed=args.query_seed,
+                                concurrency=args.judge_max_concurrency)
+    else:
+        result = judge_pairs(candidates, judge, degree=args.graph_degree, seed=args.query_seed, cache=cache,
+                             concurrency=args.judge_max_concurrency)
     save_preference_set(result, stage_dir, judge=judge, source=args.dataset_name)
+    stopped = result.summary.get("stopped_judges")
+    if stopped:  # a dead key or a stalled provider: the failed pairs are recorded, nothing downstream may use them
+        raise RuntimeError(f"judging stopped early for {sorted(stopped)}: {stopped}. Fix the cause, then rerun the same "
+                           "command: answered pairs are cached and re-bill nothing.")
     return _brief(result.summary)
 
 
@@ -522,6 +561,8 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
     from .trainer import PairwiseConfig, PairwiseTrainer
 
     preferences = load_split(output_dir / "preferences", "train")
+    preferences = preferences.filter(lambda p: p is not None, input_columns="prob_a", desc="Dropping failed pairs")
+    train, held_out = split_by_query(preferences, args.pairwise_eval_query_fraction, args.query_seed + 4)
     config = _sub_config(
         training_args,
         PairwiseConfig,
@@ -535,12 +576,37 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
     trainer = PairwiseTrainer(
         model=resolve_model_name(args.pairwise_model_name_or_path),
         args=config,
-        train_dataset=preferences,
+        train_dataset=train,
+        eval_dataset=held_out,
         dataset_name=args.preference_set_repo_id,
     )
+    # the base model's agreement, before any training; under DeepSpeed the engine only exists once training starts
+    measure_base = held_out is not None and not trainer.is_deepspeed_enabled
+    base = trainer.evaluate(metric_key_prefix="base") if measure_base else {}
     result = trainer.train()
-    trainer.save_model(str(stage_dir / "model"))
-    return {"rows": len(preferences), **_training_summary(trainer, result)}
+    after = trainer.evaluate() if held_out is not None else {}
+    trainer.save_model(str(stage_dir / "model"))  # the card shows both evaluations
+    return {"rows": len(train), "held_out_rows": len(held_out) if held_out is not None else 0,
+            "agreement": after.get("eval_agreement"), "base_agreement": base.get("base_agreement"),
+            "confident_pairs": after.get("eval_confident_pairs"), **_training_summary(trainer, result)}
+
+
+def check_pairwise_agreement(summary: dict[str, Any], threshold: float) -> None:
+    """Refuse to let a pairwise model judge queries when its held-out agreement with the judges is too low (also when
+    it could not be measured); ``threshold`` 0 turns the check off, with a warning."""
+    agreement = summary.get("agreement")
+    if threshold <= 0:
+        logger.warning("pairwise_min_agreement=0: the pairwise model judges queries whatever its agreement (%s).",
+                       agreement)
+        return
+    if agreement is None or not agreement >= threshold:
+        raise ValueError(
+            f"the pairwise model's held-out agreement with the judges is {agreement} on "
+            f"{summary.get('confident_pairs')} confident pairs (|p - 0.5| >= 0.3; base model: "
+            f"{summary.get('base_agreement')}), below pairwise_min_agreement={threshold}: it would label training "
+            "data near chance. Train it longer (pairwise_num_train_epochs, pairwise_learning_rate), judge more "
+            "queries with the LLMs, or lower pairwise_min_agreement if you accept it."
+        )
 
 
 def stage_pairwise_preferences(
@@ -549,6 +615,7 @@ def stage_pairwise_preferences(
     """The pairwise model judges the graphs of the further queries (ZELO.md step 4: ~1000x cheaper than the LLMs)."""
     from .judges import PairwiseModelJudge
 
+    check_pairwise_agreement(read_marker(output_dir / "pairwise")["summary"], args.pairwise_min_agreement)
     judge = PairwiseModelJudge(
         str(output_dir / "pairwise" / "model"), batch_size=args.eval_batch_size, max_length=args.pairwise_max_length,
         max_query_length=training_args.max_query_length,  # as the pairwise model was trained
@@ -634,6 +701,8 @@ def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: P
     candidates = load_split(output_dir / "candidates", "eval")
     base = SentenceTransformer(resolve_model_name(args.zembed_model_name_or_path or model_args.model_name_or_path),
                                device="cpu")
+    if args.zembed_max_seq_length:
+        base.max_seq_length = args.zembed_max_seq_length  # saved with both towers: encode_document reads it
     texts = [d for ds in (train, dev, candidates) if ds is not None for docs in ds["docs"] for d in docs]
     index = DocumentIndex.build(base, texts, batch_size=args.eval_batch_size)
     seeds = training_seeds(args, training_args)
@@ -731,7 +800,7 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
     import numpy as np
 
     from .data import load_retrieval_data
-    from .evaluation import evaluate_reranker, evaluate_run, random_run, results_to_markdown, seed_row
+    from .evaluation import evaluate_reranker, random_run, results_to_markdown, seed_row
 
     candidates = load_split(output_dir / "candidates", "eval")
     qrels = load_retrieval_data(args.eval_dataset_name or args.dataset_name, args.eval_split).qrels
@@ -739,10 +808,11 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
     lengths = {"max_length": args.eval_max_length or training_args.max_length,
                "max_query_length": training_args.max_query_length}
     seeds = training_seeds(args, training_args)
-    rows = [seed_row(args.first_stage, "first_stage", [evaluate_reranker(candidates, qrels, metrics=metrics)])]
-    shuffles = [evaluate_run(random_run(candidates, s), qrels, metrics) for s in range(args.random_orderings)]
+    first = evaluate_reranker(candidates, qrels, metrics=metrics, return_run=True)
+    rows = [seed_row(args.first_stage, "first_stage", [first], qrels=qrels)]
+    shuffles = [_with_run(random_run(candidates, s), qrels, metrics) for s in range(args.random_orderings)]
     if shuffles:
-        rows.append(seed_row("random order", "random", shuffles, seeds=list(range(args.random_orderings))))
+        rows.append(seed_row("random order", "random", shuffles, seeds=list(range(args.random_orderings)), qrels=qrels))
     if args.evaluate_base_model:
         rows.append(_base_row(args, model_args, output_dir, candidates, qrels, metrics, lengths))
     runs = {}
@@ -753,17 +823,46 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
         cross.append(evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
                                        return_run=True))
     runs["zELO reranker"] = cross[0]["run"]
-    rows.append(seed_row("zELO reranker (cross-encoder, MSE)", "trained", cross, seeds=seeds))
+    rows.append(seed_row("zELO reranker (cross-encoder, MSE)", "trained", cross, seeds=seeds, qrels=qrels))
     if args.zembed:
-        zembed = [evaluate_run(_read_run(output_dir / "zembed" / "runs" / f"seed-{s}.json"), qrels, metrics)
+        zembed = [_with_run(_read_run(output_dir / "zembed" / "runs" / f"seed-{s}.json"), qrels, metrics)
                   for s in seeds]
-        rows.append(seed_row("zembed (query-side bi-encoder, listwise KL)", "trained", zembed, seeds=seeds))
+        rows.append(seed_row("zembed (query-side bi-encoder, listwise KL)", "trained", zembed, seeds=seeds,
+                             qrels=qrels))
     table = results_to_markdown(rows, columns=report_columns(args))
     (stage_dir / "results.md").write_text(table + "\n")
+    if args.zembed:
+        save_zembed_query_card(args, training_args, model_args, output_dir, table, len(candidates))
     write_json_atomic(stage_dir / "results.json", {"rows": rows, "metrics": list(metrics)})
     if args.plot:
         _plot(output_dir, stage_dir, rows, np.concatenate([list(r.values()) for r in runs["zELO reranker"].values()]))
     return {"rows": rows}
+
+
+def save_zembed_query_card(args, training_args, model_args, output_dir: Path, table: str, n_eval: int) -> None:
+    """The zembed model's card (model_cards/zembed_query.md) with the evaluation table of every system."""
+    from .hub import render_model_card
+    from .utils import producing_command
+
+    summary = read_marker(output_dir / "zembed")["summary"]
+    seeds = summary["seeds"]
+    base = model_args.model_name_or_path
+    repo_id = "zembed"
+    card_data = {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
+                 "tags": ["zelo", "zembed", "sentence-transformers", "feature-extraction"]}
+    if base and "/" in str(base) and not Path(str(base)).exists():
+        card_data["base_model"] = base
+    card = render_model_card(
+        "zembed_query.md", card_data=card_data, model_name=repo_id, repo_id=repo_id, base_model=base,
+        teacher_temperature=args.zembed_teacher_temperature, temperature=0.05, dev_queries=summary["dev_queries"],
+        train_queries=summary["train_queries"], seeds=seeds, label_set=args.label_set_repo_id or "a local label set",
+        eval_description=f"Reranking the {args.first_stage} top-{args.eval_top_k} of {n_eval} held-out queries of "
+        f"`{args.eval_dataset_name or args.dataset_name}` (`{args.eval_split}`); pytrec_eval, linear gains.",
+        results_table=table, num_train_epochs=args.zembed_num_train_epochs, learning_rate=args.zembed_learning_rate,
+        batch_size=args.zembed_batch_size, kept_epoch=summary["per_seed"][str(seeds[0])]["kept_epoch"],
+        command=producing_command(),
+    )
+    card.save(str(output_dir / "zembed" / "model" / "README.md"))
 
 
 def eval_metrics(args: ZerankArguments) -> tuple[str, ...]:
@@ -772,7 +871,13 @@ def eval_metrics(args: ZerankArguments) -> tuple[str, ...]:
 
 
 def report_columns(args: ZerankArguments) -> list[str]:
-    return ["model", "kind", "ndcg@10", "ndcg@10_sd", "seeds", *eval_metrics(args)[1:], "queries"]
+    return ["model", "kind", "ndcg@10", "ndcg@10_sd", "seeds", *eval_metrics(args)[1:], "pooled_auc", "queries"]
+
+
+def _with_run(run, qrels, metrics) -> dict[str, Any]:
+    from .evaluation import evaluate_run
+
+    return {**evaluate_run(run, qrels, metrics), "run": run}
 
 
 def _read_run(path: Path) -> dict[str, dict[str, float]]:
@@ -795,22 +900,24 @@ def base_kind(model_path: str) -> str:
 
 
 def _base_row(args, model_args, output_dir: Path, candidates, qrels, metrics, lengths) -> dict[str, Any]:
-    from .evaluation import evaluate_reranker, evaluate_run, seed_row
+    from .evaluation import evaluate_reranker, seed_row
 
     base = resolve_model_name(model_args.model_name_or_path)
     kind = base_kind(base)
     if kind == "bi" and args.zembed and not args.zembed_model_name_or_path:
-        result = evaluate_run(_read_run(output_dir / "zembed" / "runs" / "base.json"), qrels, metrics)
+        result = _with_run(_read_run(output_dir / "zembed" / "runs" / "base.json"), qrels, metrics)
     elif kind == "bi":
         from sentence_transformers import SentenceTransformer
 
         encoder = SentenceTransformer(base, device="cpu")
-        result = evaluate_reranker(candidates, qrels, scorer=encoder, metrics=metrics, batch_size=args.eval_batch_size)
+        result = evaluate_reranker(candidates, qrels, scorer=encoder, metrics=metrics, batch_size=args.eval_batch_size,
+                                   return_run=True)
     else:
         scorer = reranker_score_fn(base, args.eval_batch_size, **lengths)
-        result = evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9)
+        result = evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
+                                   return_run=True)
     names = {"bi": "bi-encoder cosine", "cross": "its own cross-encoder head", "causal": "zerank 'Yes' logit"}
-    return seed_row(f"base model untrained ({names[kind]})", "base", [result])
+    return seed_row(f"base model untrained ({names[kind]})", "base", [result], qrels=qrels)
 
 
 def _plot(output_dir: Path, stage_dir: Path, rows: list[dict[str, Any]], reranker_scores) -> None:
@@ -858,11 +965,12 @@ def stage_push(args: ZerankArguments, training_args, output_dir: Path, stage_dir
 CANDIDATE_SETTINGS = ("dataset_name", "dataset_split", "query_split", "num_train_queries", "num_pairwise_queries",
                       "eval_dataset_name", "eval_split", "num_eval_queries", "query_seed", "first_stage",
                       "first_stage_model", "top_k", "eval_top_k")
-JUDGE_SETTINGS = ("judge", "judge_models", "simulated_noise", "graph_degree")
-ZEMBED_SETTINGS = ("zembed_model_name_or_path", "zembed_num_train_epochs", "zembed_learning_rate", "zembed_batch_size",
-                   "zembed_teacher_temperature")
+JUDGE_SETTINGS = ("judge", "judge_models", "simulated_noise", "graph_degree", "judge_rounds", "judge_budget",
+                  "judge_first_degree")
+ZEMBED_SETTINGS = ("zembed_model_name_or_path", "zembed_max_seq_length", "zembed_num_train_epochs",
+                   "zembed_learning_rate", "zembed_batch_size", "zembed_teacher_temperature")
 PAIRWISE_SETTINGS = ("pairwise_model_name_or_path", "pairwise_num_train_epochs", "pairwise_learning_rate",
-                     "pairwise_per_device_train_batch_size", "pairwise_max_length")
+                     "pairwise_per_device_train_batch_size", "pairwise_max_length", "pairwise_eval_query_fraction")
 # training settings that do not change the trained weights (paths, uploads, logging)
 _UNHASHED_TRAINING = ("output_dir", "logging_dir", "run_name", "push_to_hub", "hub_model_id", "hub_token",
                       "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "resume_from_checkpoint",
@@ -893,7 +1001,8 @@ def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, An
         runner.run("pairwise", pairwise_cfg, partial(stage_pairwise_model, args, training_args, output_dir),
                    depends=("preferences",), main_only=False)
         runner.run("pairwise_preferences",
-                   {"graph_degree": args.graph_degree, "max_query_length": training_args.max_query_length},
+                   {"graph_degree": args.graph_degree, "max_query_length": training_args.max_query_length,
+                    "min_agreement": args.pairwise_min_agreement},
                    partial(stage_pairwise_preferences, args, training_args, output_dir),
                    depends=("candidates", "pairwise"))
         label_inputs += ("pairwise_preferences",)
@@ -968,7 +1077,25 @@ def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) 
         calibrated, stage_dir, model=args.link, source=args.preference_set_repo_id, degree=args.graph_degree,
         calibration=info or None, pretty_name="zELO label set (calibrated)",
     )
-    return {**label_summary(calibrated), **info}
+    return {**label_summary(calibrated), **info, **label_calibration(calibrated, args)}
+
+
+def label_calibration(labels, args: ZerankArguments) -> dict[str, Any]:
+    """Pooled AUC (one global threshold across queries) of the uncalibrated ``elo`` and the calibrated ``score``
+    against the judged queries' qrels, when the split has them (the simulated judge's case; LLM-judged queries
+    usually have none)."""
+    from .data import load_retrieval_data
+    from .evaluation import cross_query_auc, label_run
+
+    qrels = load_retrieval_data(args.dataset_name, args.dataset_split).qrels
+    judged = {str(q): qrels[str(q)] for q in labels["query_id"] if str(q) in qrels}
+    if len(judged) < len(labels) or "score" not in labels.column_names:
+        return {}
+    try:
+        return {"pooled_auc_elo": cross_query_auc(label_run(labels, "elo"), judged),
+                "pooled_auc_calibrated": cross_query_auc(label_run(labels, "score"), judged)}
+    except ValueError:  # no relevant (or no non-relevant) labelled document: nothing to measure
+        return {}
 
 
 def _zero_offset(row: dict) -> dict:
@@ -1034,7 +1161,7 @@ def run_pairwise(args: PairwiseArguments, training_args, model_args) -> dict[str
         peft_config=peft_config_from(model_args),
         dataset_name=args.preference_set if "/" in args.preference_set and not Path(args.preference_set).exists() else None,
     )
-    before = trainer.evaluate() if evaluation is not None else {}
+    before = trainer.evaluate(metric_key_prefix="base") if evaluation is not None else {}  # the card shows both
     result = trainer.train()
     after = trainer.evaluate() if evaluation is not None else {}
     output_dir = Path(training_args.output_dir) / "model"

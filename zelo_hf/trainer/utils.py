@@ -129,14 +129,22 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: i
     return float(np.sum(np.abs(pred[used] - obs[used])) / max(len(probs), 1))
 
 
+CONFIDENT_MARGIN = 0.3  # |prob_a - 0.5| >= 0.3: pairs the judges agree on (p <= 0.2 or p >= 0.8)
+
+
 def pairwise_metrics(logits: np.ndarray, prob_a: np.ndarray) -> dict[str, float]:
-    """Accuracy against the majority vote (``prob_a > 0.5``; ties excluded), soft BCE and ECE."""
+    """Accuracy against the majority vote (``prob_a > 0.5``; ties excluded), ``agreement`` on the pairs the judges
+    are confident about (``|prob_a - 0.5| >= 0.3``, counted in ``confident_pairs``), soft BCE and ECE."""
     logits, prob_a = np.asarray(logits, dtype=np.float64).ravel(), np.asarray(prob_a, dtype=np.float64).ravel()
     decided = prob_a != 0.5
     accuracy = float(np.mean((logits[decided] > 0) == (prob_a[decided] > 0.5))) if decided.any() else float("nan")
+    confident = np.abs(prob_a - 0.5) >= CONFIDENT_MARGIN
+    agreement = float(np.mean((logits[confident] > 0) == (prob_a[confident] > 0.5))) if confident.any() else float("nan")
     probs = 1.0 / (1.0 + np.exp(-logits))
     return {
         "accuracy": accuracy,
+        "agreement": agreement,
+        "confident_pairs": float(confident.sum()),
         "bce": binary_entropy(logits, prob_a),
         "ece": expected_calibration_error(probs, prob_a),
     }
@@ -408,15 +416,16 @@ class RerankerTrainer(_import_trainer()):
         return data
 
     def _last_eval_metrics(self) -> dict[str, float]:
-        logs = [e for e in self.state.log_history if any(k.startswith("eval_") for k in e)]
-        if not logs:
-            return {}
+        """The last evaluation's metrics (``eval_*``) and, when the base model was evaluated before training with
+        ``evaluate(metric_key_prefix="base")``, its metrics beside them (``base_*``)."""
         timing = ("_runtime", "_per_second", "preparation_time")
-        return {
-            k: float(v)
-            for k, v in logs[-1].items()
-            if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(timing)
-        }
+        out: dict[str, float] = {}
+        for prefix in ("base_", "eval_"):
+            logs = [e for e in self.state.log_history if any(k.startswith(prefix) for k in e)]
+            if logs:
+                out.update({k: float(v) for k, v in logs[-1].items()
+                            if k.startswith(prefix) and isinstance(v, (int, float)) and not k.endswith(timing)})
+        return out
 
     def push_to_hub(
         self,
