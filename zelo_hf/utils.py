@@ -159,3 +159,11 @@ def scrub_paths(text: str) -> str:
     for value, placeholder in _machine_dirs():
         text = re.sub(re.escape(value) + r"(?=/|\b|$)", lambda _m, p=placeholder: p, text)
     return text
+
+
+def check_local_name(name: str | None, what: str) -> str | None:
+    """``name`` unchanged, unless it looks local (see :func:`looks_local`) and does not exist: then the
+    "path does not exist" error, so a mistyped folder is never looked up on the Hub as a repo id."""
+    if name and looks_local(str(name)) and not Path(str(name)).expanduser().exists():
+        raise missing_path_error(str(name), what)
+    return name

@@ -42,6 +42,7 @@ def main(args: CandidatesArguments) -> int:
     from ..data import load_retrieval_data
     from ..hub import push_folder, render_step_card, save_dataset_folder
     from ..pipeline import resolve_model_name
+    from ..utils import check_local_name
 
     if args.method not in METHODS:
         raise ValueError(f"`--method` must be one of {METHODS} (got {args.method!r}).")
@@ -53,7 +54,7 @@ def main(args: CandidatesArguments) -> int:
     if args.method in ("bm25", "fusion"):
         sets.append(bm25_candidates(data, k=args.k, query_ids=query_ids, k1=args.k1, b=args.b, stemmer=args.stemmer))
     if args.method in ("embedder", "fusion"):
-        sets.append(embedder_candidates(data, resolve_model_name(args.model), k=args.k, query_ids=query_ids, batch_size=args.batch_size))
+        sets.append(embedder_candidates(data, check_local_name(resolve_model_name(args.model), "model"), k=args.k, query_ids=query_ids, batch_size=args.batch_size))
     candidates = sets[0] if len(sets) == 1 else reciprocal_rank_fusion(sets, k=args.rrf_k, top_k=args.k)
     card = render_step_card(
         "zELO candidate set", "First-stage top-k candidates per query (one row per query), the input of `zelo judge`.",
