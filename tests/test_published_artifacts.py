@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,5 @@ def test_producing_command_and_tracebacks_use_placeholders(tmp_path, monkeypatch
     assert producing_command(argv) == "zelo fit --input ./prefs --output_dir ~/labels"
     trace = f'File "{Path.home()}/src/zelo_hf/judges.py", line 3; File "{tmp_path}/x.py"'
     assert scrub_paths(trace) == 'File "~/src/zelo_hf/judges.py", line 3; File "./x.py"'
+    if sys.prefix not in ("/usr", "/usr/local", "/opt"):
+        assert scrub_paths(f'File "{sys.prefix}/lib/site.py"') == 'File "<env>/lib/site.py"'

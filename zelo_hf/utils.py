@@ -138,17 +138,18 @@ def missing_path_error(source: str, what: str) -> FileNotFoundError:
                              f"on the Hub: {hint}")
 
 
-_PATH_PLACEHOLDERS = (("env", "<env>"), ("cwd", "."), ("home", "~"), ("tmp", "<tmp>"))
+_PATH_PLACEHOLDERS = (("env", "<env>"), ("python", "<python>"), ("cwd", "."), ("home", "~"), ("tmp", "<tmp>"))
 
 
 def _machine_dirs() -> list[tuple[str, str]]:
     import tempfile
 
-    dirs = {"env": sys.prefix, "cwd": os.getcwd(), "home": os.path.expanduser("~"), "tmp": tempfile.gettempdir()}
+    dirs = {"env": sys.prefix, "python": sys.base_prefix, "cwd": os.getcwd(), "home": os.path.expanduser("~"),
+            "tmp": tempfile.gettempdir()}
     pairs = []
     for key, placeholder in _PATH_PLACEHOLDERS:
         value = dirs[key].rstrip("/")
-        if value.count("/") >= 1 and len(value) > 1:  # never rewrite "/" itself
+        if len(value) > 1 and value not in ("/usr", "/usr/local", "/opt"):  # never rewrite "/" or shared roots
             pairs += [(value, placeholder), (os.path.realpath(value), placeholder)]
     return sorted(set(pairs), key=lambda p: len(p[0]), reverse=True)
 
