@@ -154,3 +154,18 @@ def test_absurd_or_non_finite_training_target(bad):
     with pytest.raises(ValueError, match=r"train dataset: `score` must be finite with \|score\| <= 10000 \(got .* at "
                        r"row 1"):  # fmt: skip
         check_target_scale(rows, "train")
+
+
+# ----------------------------------------------------------------------------------------- cross-query pairs
+def test_cross_pairs_with_string_or_out_of_range_probabilities():
+    from zelo_hf.calibration import calibrate_labels
+
+    labels = Dataset.from_dict({"query_id": ["q1", "q2"], "doc_ids": [["a"], ["b"]], "elo": [[0.0], [0.0]]})
+    cross = {"query_id": ["q1"], "doc_a_id": ["a"], "query_b_id": ["q2"], "doc_b_id": ["b"]}
+    with pytest.raises(ValueError, match=r"`prob_a` must hold numbers in \[0, 1\] \(got type string, e.g. prob_a='0.7'"):
+        calibrate_labels(labels, Dataset.from_dict(cross | {"prob_a": ["0.7"]}))
+    with pytest.raises(ValueError, match=r"`prob_a` must be in \[0, 1\] \(got 1.5 at row 0\)"):
+        calibrate_labels(labels, Dataset.from_dict(cross | {"prob_a": [1.5]}))
+    empty = Dataset.from_dict({k: [] for k in [*cross, "prob_a"]})
+    with pytest.raises(ValueError, match=r"the cross-query preference set has no rows"):
+        calibrate_labels(labels, empty)

@@ -238,6 +238,20 @@ def _lookup(table, query_ids, doc_ids, what: str):
     return found["q"].to_numpy(dtype=np.int64), found["s"].to_numpy()
 
 
+def _check_probabilities(ds, column: str, what: str) -> None:
+    """Probabilities written as strings ("0.7") would be converted silently; outside [0, 1] they mean nothing."""
+    dtype = getattr(ds.features[column], "dtype", "")
+    if not str(dtype).startswith(("float", "int", "null")):
+        first = next((v for v in ds[column] if v is not None), None)
+        raise ValueError(f"{what}: `{column}` must hold numbers in [0, 1] (got type {dtype}, e.g. {column}={first!r}): "
+                         "write them as numbers, e.g. 0.7, not '0.7'.")
+    values = np.array([np.nan if v is None else v for v in ds[column]], dtype=np.float64)
+    bad = (values < 0) | (values > 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{what}: `{column}` must be in [0, 1] (got {float(values[i])!r} at row {i}): a probability.")
+
+
 def calibrate_labels(
     label_ds,
     cross_pref_ds,
@@ -258,6 +272,10 @@ def calibrate_labels(
         return_result: also return the :class:`OffsetResult` (diagnostics).
     """
     _require(cross_pref_ds.column_names, CROSS_COLUMNS, "the cross-query preference set")
+    if len(cross_pref_ds) == 0:
+        raise ValueError("the cross-query preference set has no rows: write pairs with `zelo calibrate --sample_pairs`, "
+                         "judge them (`zelo judge --pairs ...`) and pass that folder.")
+    _check_probabilities(cross_pref_ds, "prob_a", "the cross-query preference set")
     probs = np.array([np.nan if p is None else p for p in cross_pref_ds["prob_a"]], dtype=np.float64)
     if not np.isfinite(probs).all():
         i = int(np.flatnonzero(~np.isfinite(probs))[0])
@@ -271,6 +289,7 @@ def calibrate_labels(
     anchor_arrays = None
     if anchors is not None:
         _require(anchors.column_names, ANCHOR_COLUMNS, "the anchors")
+        _check_probabilities(anchors, "prob_relevant", "the anchors")
         aq, as_ = _lookup(table, anchors["query_id"], anchors["doc_id"], "anchor")
         anchor_arrays = {"query": aq, "score": as_, "prob": np.asarray(anchors["prob_relevant"], dtype=np.float64)}
     result = fit_query_offsets(qa, qb, sa, sb, probs, len(label_ds), anchor_arrays, model=model, prior_sd=prior_sd)
