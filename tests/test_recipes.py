@@ -145,8 +145,16 @@ def test_the_trained_reranker_learned_the_labels(zerank_run):
 def test_pairwise_model_reports_held_out_agreement_next_to_its_base(zerank_run):
     output_dir, _, _ = zerank_run
     summary = json.loads((output_dir / "pairwise" / "_COMPLETE.json").read_text())["summary"]
+    from zelo_hf.pipeline import load_split, split_by_query
+
     assert summary["held_out_rows"] == 6 and summary["rows"] == 5 * 6  # one of 6 judged queries held out
-    assert 0.0 <= summary["agreement"] <= 1.0 and 0.0 <= summary["base_agreement"] <= 1.0
+    _, held_out = split_by_query(load_split(output_dir / "preferences", "train"), 0.2, 0 + 4)  # the stage's draw
+    confident = int(np.sum(np.abs(np.asarray(held_out["prob_a"]) - 0.5) >= 0.3))
+    assert summary["confident_pairs"] == confident
+    if confident:  # agreement is measured on the pairs the judges are sure of, and only there
+        assert 0.0 <= summary["agreement"] <= 1.0 and 0.0 <= summary["base_agreement"] <= 1.0
+    else:
+        assert np.isnan(summary["agreement"])
     card = (output_dir / "pairwise" / "model" / "README.md").read_text()
     assert "eval_agreement" in card and "base_agreement" in card
 

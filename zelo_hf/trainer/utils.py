@@ -419,13 +419,18 @@ class RerankerTrainer(_import_trainer()):
         """The last evaluation's metrics (``eval_*``) and, when the base model was evaluated before training with
         ``evaluate(metric_key_prefix="base")``, its metrics beside them (``base_*``)."""
         timing = ("_runtime", "_per_second", "preparation_time")
-        out: dict[str, float] = {}
-        for prefix in ("base_", "eval_"):
-            logs = [e for e in self.state.log_history if any(k.startswith(prefix) for k in e)]
-            if logs:
-                out.update({k: float(v) for k, v in logs[-1].items()
-                            if k.startswith(prefix) and isinstance(v, (int, float)) and not k.endswith(timing)})
-        return out
+        # train() starts a new TrainerState, so a pre-training evaluation is kept aside by `evaluate`
+        logs = [getattr(self, "_base_metrics", {})]
+        logs += [next((e for e in reversed(self.state.log_history) if any(k.startswith("eval_") for k in e)), {})]
+        return {k: float(v) for log in logs for k, v in log.items()
+                if k.startswith(("base_", "eval_")) and isinstance(v, (int, float)) and not k.endswith(timing)}
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """``Trainer.evaluate``; metrics under the ``base`` prefix (the model before training) are kept for the card."""
+        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if metric_key_prefix == "base":
+            self._base_metrics = dict(metrics)
+        return metrics
 
     def push_to_hub(
         self,
