@@ -1041,7 +1041,9 @@ def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path) -
         return
     print(f"\nstages run: {runner.ran or 'none'}; skipped (complete): {runner.skipped or 'none'}")
     print(f"before/after on the held-out queries ({output_dir / 'evaluation'}):\n")
-    print(results_to_markdown(rows, columns=[c for c in rows[0] if c not in ("dataset", "split", "per_seed")]))
+    first = ["model", "kind", "ndcg@10", "ndcg@10_sd", "seeds"]
+    rest = [c for c in rows[0] if c not in (*first, "queries", "pooled_auc", "ndcg@10_per_seed")]
+    print(results_to_markdown(rows, columns=[*first, *rest, "pooled_auc", "queries"]))
 
 
 def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
