@@ -374,7 +374,7 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
     from transformers import set_seed
 
     from zelo_hf.evaluation import evaluate_run
-    from zelo_hf.pipeline import bi_encoder_run, dev_queries
+    from zelo_hf.pipeline import dev_queries
     from zelo_hf.trainer import ZembedConfig, ZembedTrainer
 
     rows = zembed_label_rows(train_ds, arm)
@@ -393,7 +393,7 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
     trainer = ZembedTrainer(base_model_path(args.model_name_or_path), args=config, train_dataset=train,
                             eval_dataset=dev_rows, document_index=index)
     result = trainer.train()
-    metrics = evaluate_run(bi_encoder_run(trainer.model, eval_candidates, index), qrels)
+    metrics = evaluate_run(index.run(trainer.model, eval_candidates), qrels)
     return {"arm": arm, "seed": seed, "train_loss": float(result.training_loss), "steps": int(result.global_step),
             "train_rows": len(train_ds), "train_queries": len(train), "dev_queries": len(dev),
             "kept_epoch": trainer.selection()["kept_epoch"], "train_seconds": round(time.perf_counter() - started, 1),
@@ -429,9 +429,7 @@ def _baselines(name, test, eval_cands, args, index=None) -> list[dict[str, Any]]
     encoder = SentenceTransformer(base_model_path(args.model_name_or_path), device=_device(args))
     encoder.max_seq_length = args.max_length
     if index is not None:  # the frozen document embeddings zembed uses: same model, same length, computed once
-        from zelo_hf.pipeline import bi_encoder_run
-
-        base = evaluate_run(bi_encoder_run(encoder, eval_cands, index), test.qrels)
+        base = evaluate_run(index.run(encoder, eval_cands), test.qrels)
     else:
         base = evaluate_reranker(eval_cands, test.qrels, scorer=encoder, batch_size=args.eval_batch_size)
     del encoder

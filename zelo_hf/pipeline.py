@@ -708,14 +708,14 @@ def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: P
     seeds = training_seeds(args, training_args)
     runs_dir = stage_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(runs_dir / "base.json", bi_encoder_run(base, candidates, index))
+    write_json_atomic(runs_dir / "base.json", index.run(base, candidates))
     per_seed = {}
     for seed in seeds:
         trainer = _train_zembed(args, training_args, base, train, dev, index, stage_dir, seed)
         model = trainer.export_model()
         if trainer.is_world_process_zero():
             model.save(str(seed_model_dir(stage_dir, seeds, seed)))
-            write_json_atomic(runs_dir / f"seed-{seed}.json", bi_encoder_run(model, candidates, index))
+            write_json_atomic(runs_dir / f"seed-{seed}.json", index.run(model, candidates))
         per_seed[str(seed)] = {"train_loss": trainer.state.log_history[-1].get("train_loss"), **trainer.selection()}
     return {"train_queries": len(train), "dev_queries": len(dev) if dev is not None else 0, "seeds": seeds,
             "documents": len(index.texts), "per_seed": per_seed}
@@ -741,20 +741,6 @@ def _train_zembed(args, training_args, base, train, dev, index, stage_dir: Path,
                             document_index=index)
     trainer.train()
     return trainer
-
-
-def bi_encoder_run(model, candidates, index) -> dict[str, dict[str, float]]:
-    """Cosine run of a bi-encoder (``encode_query``) against the document index's embeddings of the candidates."""
-    import torch
-
-    with torch.no_grad():
-        queries = model.encode_query(list(candidates["query"]), convert_to_tensor=True, normalize_embeddings=True,
-                                     show_progress_bar=False).float().cpu()
-    run = {}
-    for row, q in zip(candidates, queries):
-        sims = index.embeddings[index.rows(row["docs"])] @ q
-        run[str(row["query_id"])] = {str(d): float(v) for d, v in zip(row["doc_ids"], sims.tolist())}
-    return run
 
 
 def _training_summary(trainer, result) -> dict[str, Any]:

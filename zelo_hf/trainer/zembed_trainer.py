@@ -58,6 +58,14 @@ class DocumentIndex:
     def rows(self, texts) -> list[int]:
         return [self.row[t] for t in texts]
 
+    def run(self, model, candidates) -> dict[str, dict[str, float]]:
+        """Cosine run of a bi-encoder (``encode_query``) against these embeddings of each query's candidates."""
+        with torch.no_grad():
+            queries = model.encode_query(list(candidates["query"]), convert_to_tensor=True, normalize_embeddings=True,
+                                         show_progress_bar=False).float().cpu()
+        return {str(row["query_id"]): dict(zip(map(str, row["doc_ids"]), (self.embeddings[self.rows(row["docs"])] @ q)
+                                               .tolist())) for row, q in zip(candidates, queries)}
+
 
 class ZembedCollator:
     """Tokenized queries + a padded ``(queries, docs)`` matrix of document rows, targets and a mask."""
