@@ -39,13 +39,16 @@ import numpy as np
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from zelo_hf.evaluation import cross_query_auc, label_run  # noqa: E402
 from zelo_hf.utils import get_logger, producing_command  # noqa: E402
 
 logger = get_logger("zelo_hf.eval.ablation")
 
-ARMS = ("zelo", "binary", "contrastive", "dense")
+ARMS = ("zelo", "binary", "contrastive", "dense", "uncalibrated")
+ZELO_ARMS = ("zelo", "dense", "uncalibrated")  # the arms trained on zELO scores (the others read the qrels)
 ARM_NAMES = {
     "zelo": "(a) zELO: cycle graph -> Thurstone + calibration -> MSE",
+    "uncalibrated": "(a') zELO without calibration (per-query elo) -> MSE",
     "binary": "(b) binary grade>0 -> BCE",
     "contrastive": "(c) contrastive InfoNCE",
     "dense": "(d) zELO, dense graph (all pairs) -> MSE",
@@ -261,10 +264,11 @@ def _train_rows(candidates, train_data, depth: int, scores: dict[tuple[str, str]
     return Dataset.from_dict(rows)
 
 
-def _label_scores(labels) -> dict[tuple[str, str], float]:
+def _label_scores(labels, column: str = "score") -> dict[tuple[str, str], float]:
+    """``(query_id, doc_id) -> score``: the calibrated ``score`` or the per-query ``elo`` (uncalibrated)."""
     from zelo_hf.labeling import flatten_labels
 
-    flat = flatten_labels(labels)
+    flat = flatten_labels(labels, column)
     return {(str(q), str(d)): float(s) for q, d, s in zip(flat["query_id"], flat["doc_id"], flat["score"])}
 
 
@@ -297,7 +301,7 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     device = _device(args)
     config = PointwiseConfig(
         output_dir=str(out / "trainer"),
-        loss_type="mse" if arm in ("zelo", "dense") else arm,
+        loss_type="mse" if arm in ZELO_ARMS else arm,
         target_transform="standardize",
         num_negatives=args.num_negatives,
         num_train_epochs=args.epochs,
@@ -316,7 +320,7 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    columns = ["query_id", "query", "doc_id", "doc", "score" if arm in ("zelo", "dense") else "label"]
+    columns = ["query_id", "query", "doc_id", "doc", "score" if arm in ZELO_ARMS else "label"]
     started = time.perf_counter()
     trainer = PointwiseTrainer(
         base_model_path(args.model_name_or_path), args=config, train_dataset=train_ds.select_columns(columns)
@@ -327,7 +331,8 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     # scored exactly as training saw the inputs (same max_length and query budget)
     scorer = partial(score_pairs, model, tokenizer, max_length=args.max_length, max_query_length=args.max_query_length)
     started = time.perf_counter()
-    metrics = evaluate_reranker(eval_candidates, qrels, scorer=scorer, batch_size=args.eval_batch_size)
+    metrics = evaluate_reranker(eval_candidates, qrels, scorer=scorer, batch_size=args.eval_batch_size,
+                                return_run=True)
     record = {
         "arm": arm,
         "seed": seed,
@@ -337,6 +342,7 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
         "train_seconds": round(train_seconds, 1),
         "eval_seconds": round(time.perf_counter() - started, 1),
         **metrics["aggregate"],
+        "pooled_auc": cross_query_auc(metrics["run"], qrels),
     }
     del trainer, model
     gc.collect()
@@ -346,7 +352,8 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
 
 
 ZEMBED_LOSSES = {"zelo": ("listwise_kl", "score"), "dense": ("listwise_kl", "score"),
-                 "binary": ("listwise_kl", "label"), "contrastive": ("contrastive", "label")}
+                 "uncalibrated": ("listwise_kl", "score"), "binary": ("listwise_kl", "label"),
+                 "contrastive": ("contrastive", "label")}
 
 
 def zembed_label_rows(train_ds, arm: str):
@@ -380,8 +387,8 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
     rows = zembed_label_rows(train_ds, arm)
     dev = dev_queries(train_ds["query_id"], args.dev_query_fraction, args.judge_seed)  # the same dev set for every arm
     train = rows.filter(lambda q: q not in dev, input_columns="query_id")
-    dev_rows = zembed_label_rows(train_ds.filter(lambda q: q in dev, input_columns="query_id"), "zelo" if arm in (
-        "zelo", "dense") else "binary")
+    dev_rows = zembed_label_rows(train_ds.filter(lambda q: q in dev, input_columns="query_id"), "zelo" if arm in
+                                 ZELO_ARMS else "binary")
     set_seed(seed)
     config = ZembedConfig(
         output_dir=str(Path(args.output_dir) / "zembed-trainer"), loss_type=ZEMBED_LOSSES[arm][0], seed=seed,
@@ -393,11 +400,12 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
     trainer = ZembedTrainer(base_model_path(args.model_name_or_path), args=config, train_dataset=train,
                             eval_dataset=dev_rows, document_index=index)
     result = trainer.train()
-    metrics = evaluate_run(index.run(trainer.model, eval_candidates), qrels)
+    run = index.run(trainer.model, eval_candidates)
+    metrics = evaluate_run(run, qrels)
     return {"arm": arm, "seed": seed, "train_loss": float(result.training_loss), "steps": int(result.global_step),
             "train_rows": len(train_ds), "train_queries": len(train), "dev_queries": len(dev),
             "kept_epoch": trainer.selection()["kept_epoch"], "train_seconds": round(time.perf_counter() - started, 1),
-            **metrics["aggregate"]}
+            **metrics["aggregate"], "pooled_auc": cross_query_auc(run, qrels)}
 
 
 def _zembed_index(train_cands, eval_cands, args: AblationArguments):
@@ -424,14 +432,22 @@ def _baselines(name, test, eval_cands, args, index=None) -> list[dict[str, Any]]
 
     from zelo_hf.evaluation import evaluate_reranker, evaluate_run, random_run
 
-    bm25 = evaluate_reranker(eval_cands, test.qrels)
-    shuffles = [evaluate_run(random_run(eval_cands, s), test.qrels)["aggregate"] for s in range(10)]
+    bm25 = evaluate_reranker(eval_cands, test.qrels, return_run=True)
+    bm25["aggregate"]["pooled_auc"] = cross_query_auc(bm25["run"], test.qrels)
+    shuffles = []
+    for s in range(10):
+        run = random_run(eval_cands, s)
+        shuffles.append({**evaluate_run(run, test.qrels)["aggregate"], "pooled_auc": cross_query_auc(run, test.qrels)})
     encoder = SentenceTransformer(base_model_path(args.model_name_or_path), device=_device(args))
     encoder.max_seq_length = args.max_length
     if index is not None:  # the frozen document embeddings zembed uses: same model, same length, computed once
-        base = evaluate_run(index.run(encoder, eval_cands), test.qrels)
+        run = index.run(encoder, eval_cands)
+        base = evaluate_run(run, test.qrels)
     else:
-        base = evaluate_reranker(eval_cands, test.qrels, scorer=encoder, batch_size=args.eval_batch_size)
+        base = evaluate_reranker(eval_cands, test.qrels, scorer=encoder, batch_size=args.eval_batch_size,
+                                 return_run=True)
+        run = base["run"]
+    base["aggregate"]["pooled_auc"] = cross_query_auc(run, test.qrels)
     del encoder
     random_row = {m: float(np.mean([r[m] for r in shuffles])) for m in shuffles[0]}
     random_row["ndcg@10 sd"] = float(np.std([r["ndcg@10"] for r in shuffles], ddof=1))
@@ -459,14 +475,18 @@ def run_dataset(name: str, args: AblationArguments) -> dict[str, Any]:
 
     arms = [a for a in args.arms if a != "dense" or name in args.dense_datasets]
     targets: dict[str, tuple[dict, int]] = {}
+    label_calibration: dict[str, dict[str, float]] = {}
     for arm, degree in (("zelo", args.degree), ("dense", None)):
-        if arm not in arms:
+        if arm not in arms and not (arm == "zelo" and "uncalibrated" in arms):
             continue
         jkey = _key({"c": cand_key, "deg": degree, "n": args.noise_sd, "u": args.uniform_rate, "s": args.judge_seed})
         prefs = _preferences(train_cands, judge, degree, args, root / f"preferences-{arm}-{jkey}")
         lkey = _key({"j": jkey, "x": args.cross_cycles})
         labels, n_cross = _labels(prefs, judge, args, root / f"labels-{arm}-{lkey}")
         targets[arm] = (_label_scores(labels), len(prefs) + n_cross)
+        label_calibration[arm] = _label_auc(labels, train.qrels)
+        if arm == "zelo":  # the same judged pairs, minus the cross-query comparisons
+            targets["uncalibrated"] = (_label_scores(labels, "elo"), len(prefs))
 
     index = _zembed_index(train_cands, eval_cands, args) if args.model_kind == "zembed" else None
     rows = _baselines(name, test, eval_cands, args, index)
@@ -494,7 +514,15 @@ def run_dataset(name: str, args: AblationArguments) -> dict[str, Any]:
         "eval_queries": len(test.queries),
         "split_file": f"splits/{name}.json",
     }
-    return {"rows": rows, "runs": records, "sizes": sizes}
+    return {"rows": rows, "runs": records, "sizes": sizes, "label_pooled_auc": label_calibration}
+
+
+def _label_auc(labels, qrels) -> dict[str, float]:
+    """Pooled AUC of the training labels against the training queries' qrels, before and after calibration (a
+    metric only scores comparable across queries win: per-query NDCG cannot tell them apart)."""
+    judged = {q: qrels.get(q, {}) for q in labels["query_id"]}
+    return {"elo": cross_query_auc(label_run(labels, "elo"), judged),
+            "calibrated": cross_query_auc(label_run(labels, "score"), judged)}
 
 
 _NOT_RUN_KEYS = {"datasets", "arms", "dense_datasets", "output_dir", "seeds", "eval_batch_size", "device"}
@@ -503,7 +531,7 @@ _NOT_RUN_KEYS = {"datasets", "arms", "dense_datasets", "output_dir", "seeds", "e
 def _arm_row(arm: str, records: list[dict[str, Any]], comparisons: int) -> dict[str, Any]:
     ndcg = np.array([r["ndcg@10"] for r in records])
     row = {"system": ARM_NAMES[arm], "kind": "trained", "comparisons": comparisons}
-    for metric in ("ndcg@10", "recall@100", "mrr@10"):
+    for metric in ("ndcg@10", "recall@100", "mrr@10", "pooled_auc"):
         row[metric] = float(np.mean([r[metric] for r in records]))
     row["ndcg@10 sd"] = float(ndcg.std(ddof=1)) if len(ndcg) > 1 else 0.0
     row["ndcg@10 per seed"] = [round(float(x), 4) for x in ndcg]
@@ -513,7 +541,7 @@ def _arm_row(arm: str, records: list[dict[str, Any]], comparisons: int) -> dict[
 
 # ---------------------------------------------------------------------------------------------------------- report
 COLUMNS = ["dataset", "system", "kind", "comparisons", "train rows", "ndcg@10", "ndcg@10 sd", "ndcg@10 per seed",
-           "recall@100", "mrr@10"]  # fmt: skip
+           "recall@100", "mrr@10", "pooled_auc"]  # fmt: skip
 
 
 def report(results: dict[str, Any], args: AblationArguments) -> str:
@@ -533,12 +561,17 @@ def report(results: dict[str, Any], args: AblationArguments) -> str:
         f"{1 + args.num_negatives}), lr {args.learning_rate:g}, seeds {args.seeds}; judge "
         f"noise sd {args.noise_sd}, uniform {args.uniform_rate:.0%}. Metrics: pytrec_eval, linear gains. "
         "`comparisons` = judge comparisons (graph pairs + cross-query calibration pairs); the binary and "
-        "contrastive arms read the training queries' qrels directly. Recall@100 of a top-100 rerank equals BM25's.",
+        "contrastive arms read the training queries' qrels directly. Recall@100 of a top-100 rerank equals BM25's. "
+        "`pooled_auc`: P(a relevant (query, doc) outscores a non-relevant one of any query), the calibration metric "
+        "(one global threshold); NDCG is per query and blind to per-query offsets.",
         "",
     ]
     for name, ds in results["datasets"].items():
         lines.append(f"- {name}: {ds['sizes']['train_queries']} train / {ds['sizes']['eval_queries']} held-out "
                      f"queries ({ds['sizes']['split_file']})")  # fmt: skip
+        for arm, auc in ds.get("label_pooled_auc", {}).items():
+            lines.append(f"  - {arm} training labels vs the training qrels, pooled AUC: elo {auc['elo']:.4f}, "
+                         f"calibrated {auc['calibrated']:.4f}")
     lines += ["", results_to_markdown(rows, COLUMNS), "", *target_check(results)]
     return "\n".join(lines)
 

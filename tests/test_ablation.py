@@ -77,19 +77,22 @@ def test_ablation_smoke(ablation, tiny_model, tmp_path):
     rows = results["datasets"]["cranfield"]["rows"]
     systems = [r["system"] for r in rows]
     assert systems[:3] == ["BM25 (first stage)", "random order (10 shuffles)", "base model untrained (bi-encoder cosine)"]
-    assert [r["kind"] for r in rows] == ["first_stage", "random", "base"] + ["trained"] * 4
-    assert systems[3:] == [ablation.ARM_NAMES[a] for a in ("zelo", "binary", "contrastive", "dense")]
+    assert [r["kind"] for r in rows] == ["first_stage", "random", "base"] + ["trained"] * 5
+    assert systems[3:] == [ablation.ARM_NAMES[a] for a in ("zelo", "binary", "contrastive", "dense", "uncalibrated")]
     by = {r["system"]: r for r in rows}
     zelo, dense = by[ablation.ARM_NAMES["zelo"]], by[ablation.ARM_NAMES["dense"]]
     # cycles: 4 queries x 10 docs x degree 4 / 2 = 80 pairs; dense: 4 x 45 = 180; + the same cross-query pairs
     assert dense["comparisons"] - zelo["comparisons"] == 180 - 80
+    assert by[ablation.ARM_NAMES["uncalibrated"]]["comparisons"] == 80  # the graph's pairs, no cross-query ones
     assert by[ablation.ARM_NAMES["binary"]]["comparisons"] == 0
     for row in rows:
-        assert 0.0 <= row["ndcg@10"] <= 1.0
+        assert 0.0 <= row["ndcg@10"] <= 1.0 and 0.0 <= row["pooled_auc"] <= 1.0
+    label_auc = results["datasets"]["cranfield"]["label_pooled_auc"]
+    assert set(label_auc) == {"zelo", "dense"} and all(0.0 <= v <= 1.0 for a in label_auc.values() for v in a.values())
     for row in rows[3:]:
         assert len(row["ndcg@10 per seed"]) == 2 and row["train rows"] == 4 * 4
     runs = results["datasets"]["cranfield"]["runs"]
-    assert len(runs) == 4 * 2 and all(r["steps"] >= 1 for r in runs)
+    assert len(runs) == 5 * 2 and all(r["steps"] >= 1 for r in runs)
     markdown = (tmp_path / "results.md").read_text()
     assert "| dataset | system | kind | comparisons |" in markdown and "Target (Cranfield):" in markdown
     assert json.loads((tmp_path / "results.json").read_text())["settings"]["judge_depth"] == 10
@@ -104,7 +107,7 @@ def test_ablation_zembed_arms_train_the_query_tower(ablation, tiny_model, tmp_pa
                  learning_rate=1e-3, batch_size=2, epochs=2)
     results = ablation.main(args)
     runs = results["datasets"]["cranfield"]["runs"]
-    assert sorted({r["arm"] for r in runs}) == sorted(ablation.ARMS) and len(runs) == 4 * 2
+    assert sorted({r["arm"] for r in runs}) == sorted(ablation.ARMS) and len(runs) == len(ablation.ARMS) * 2
     for run in runs:
         assert run["dev_queries"] == 2 and run["kept_epoch"] in (0.0, 1.0, 2.0) and 0.0 <= run["ndcg@10"] <= 1.0
     zelo = [r for r in runs if r["arm"] == "zelo"]
@@ -127,6 +130,12 @@ def test_zelo_targets_follow_grades(ablation, tiny_model, tmp_path):
     targets = np.array(ds["score"])
     assert n_cross > 0 and len(prefs) == 4 * 10 * 4 // 2
     assert targets[grades > 0].mean() > targets[grades == 0].mean() + 0.5
+    # the uncalibrated arm's targets are the same scores less each query's calibration offset
+    elo = ablation._label_scores(labels, "elo")
+    shift = {}
+    for (q, d), s in scores.items():
+        shift.setdefault(q, set()).add(round(s - elo[(q, d)], 9))
+    assert all(len(offsets) == 1 for offsets in shift.values()) and len({min(o) for o in shift.values()}) > 1
 
 
 def test_held_out_qrels_never_reach_the_judge(ablation, tiny_model, tmp_path):
