@@ -30,7 +30,8 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 from scipy.special import expit, log_expit, log_ndtr
 
-MODELS = ("bradley-terry", "thurstone")
+from .thurstone import check_fit_model
+
 _SQRT2 = float(np.sqrt(2.0))
 
 
@@ -47,7 +48,8 @@ def _link(z: np.ndarray, y: np.ndarray, model: str) -> tuple[np.ndarray, np.ndar
         grad = _SQRT2 * (y * r_p - (1 - y) * r_m)
         curv = 2.0 * (y * r_p * (u + r_p) + (1 - y) * r_m * (r_m - u))
         return y * lp + (1 - y) * lm, grad, curv
-    raise ValueError(f"`model` must be one of {MODELS} (got model={model!r}).")
+    check_fit_model(model)
+    raise AssertionError(f"no likelihood for fit model {model!r}")  # every one of FIT_MODELS is handled above
 
 
 @dataclass
@@ -157,7 +159,7 @@ def fit_raters_arrays(
     """
     first, second, judge = (np.asarray(a, dtype=np.int64) for a in (first, second, judge))
     y = np.asarray(y, dtype=np.float64)
-    _link(np.zeros(1), np.zeros(1), model)  # validates `model`
+    check_fit_model(model)
     if not (len(first) == len(second) == len(judge) == len(y)):
         raise ValueError(f"`first`, `second`, `judge`, `y` must have equal lengths (got {len(first)}, {len(second)}, "
                          f"{len(judge)}, {len(y)}).")

@@ -34,9 +34,14 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.special import erfc, expit, log_ndtr, logit, ndtri
 
-__all__ = ["FitResult", "BatchFitResult", "fit_scores", "fit_scores_batched", "fit_scores_flat", "objective"]
+__all__ = [
+    "FIT_MODELS", "FitResult", "BatchFitResult", "check_fit_model", "fit_scores", "fit_scores_batched",
+    "fit_scores_flat", "objective",
+]  # fmt: skip
 
-MODELS = ("thurstone", "bradley-terry")
+# The fit-model vocabulary (F in P(a beats b) = F(s_a - s_b)), the one list every caller imports: the recipe's
+# `link`, `fit_raters`, `zelo fit --model` and `zelo calibrate --model` (issue #9).
+FIT_MODELS = ("thurstone", "bradley-terry")
 # Latent differences span about +-4 (ZELO.md), i.e. scores about +-2. A prior this wide shrinks a document
 # with 8 comparisons by only a few percent, yet keeps all-wins documents finite and the gauge fixed.
 DEFAULT_PRIOR_SD = 4.0
@@ -211,14 +216,20 @@ def objective(
 ) -> float:
     """The penalised log-likelihood that :func:`fit_scores` maximises (for checks against other optimisers)."""
     scores, edges = np.asarray(scores, dtype=np.float64), np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-    _, _, ll = _TERMS[_check_model(model)](scores[edges[:, 0]] - scores[edges[:, 1]], np.asarray(probs, float))
+    _, _, ll = _TERMS[check_fit_model(model)](scores[edges[:, 0]] - scores[edges[:, 1]], np.asarray(probs, float))
     return float(ll().sum() - 0.5 * np.sum(scores**2) / prior_sd**2)
 
 
 # ----------------------------------------------------------------------------------------------- validation
-def _check_model(model: str) -> str:
-    if model not in _TERMS:
-        raise ValueError(f"`model` must be one of {MODELS} (got model={model!r}): use 'thurstone' (the paper's).")
+def check_fit_model(model: str, name: str = "model") -> str:
+    """``model`` if it is one of :data:`FIT_MODELS`, else a ValueError naming the setting ``name``, the value and the
+    fix (call it where settings are parsed, so a bad value fails before anything is judged)."""
+    if model not in FIT_MODELS:
+        alias = " (a logistic F is 'bradley-terry')" if str(model).lower() in ("logistic", "logit", "sigmoid") else ""
+        raise ValueError(
+            f"`{name}` must be one of {FIT_MODELS} (got {name}={model!r}): use 'thurstone' (the paper's, "
+            f"F = (1 + erf) / 2) or 'bradley-terry' (F = sigmoid){alias}."
+        )
     return model
 
 
@@ -729,7 +740,7 @@ def fit_scores_flat(
             (default: every core this process may use, 1 inside a pool worker such as ``Dataset.map(num_proc=N)``);
             BLAS/OpenMP run one thread each meanwhile, so threads and processes never multiply (issue #12).
     """
-    _check_model(model)
+    check_fit_model(model)
     if not prior_sd > 0:
         raise ValueError(f"`prior_sd` must be > 0 (got prior_sd={prior_sd}): e.g. {DEFAULT_PRIOR_SD}.")
     edges, probs, sizes, edge_query, counts = _validate(edges, probs, sizes, query_ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..thurstone import DEFAULT_PRIOR_SD
+from ..thurstone import DEFAULT_PRIOR_SD, FIT_MODELS
 
 HELP = "Fit per-query offsets from cross-query comparisons so scores compare across queries."
 
@@ -31,7 +31,7 @@ class CalibrateArguments:
     )
     model: str = field(
         default="thurstone",
-        metadata={"help": "F, as used for the within-query fit.", "choices": ["thurstone", "bradley-terry"]},
+        metadata={"help": "F, as used for the within-query fit.", "choices": list(FIT_MODELS)},
     )
     prior_sd: float = field(default=DEFAULT_PRIOR_SD, metadata={"help": "Sd of the Gaussian prior on offsets."})
     split: str = field(default="train", metadata={"help": "Split of the input datasets."})

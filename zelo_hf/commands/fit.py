@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..thurstone import DEFAULT_PRIOR_SD
+from ..thurstone import DEFAULT_PRIOR_SD, FIT_MODELS
 
 HELP = "Fit Thurstone / Bradley-Terry scores per query from a preference set -> a label set."
 
@@ -18,7 +18,7 @@ class FitArguments:
     output_dir: str = field(metadata={"help": "Folder for the label set (data/train-*.parquet + README.md card)."})
     model: str = field(
         default="thurstone",
-        metadata={"help": "F in P(a beats b) = F(s_a - s_b).", "choices": ["thurstone", "bradley-terry"]},
+        metadata={"help": "F in P(a beats b) = F(s_a - s_b).", "choices": list(FIT_MODELS)},
     )
     prior_sd: float = field(default=DEFAULT_PRIOR_SD, metadata={"help": "Sd of the Gaussian prior on scores."})
     degree: int | None = field(
