@@ -380,8 +380,8 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
     """Train the base bi-encoder's query tower with the arm's targets (dev queries pick the epoch), rerank held-out."""
     from transformers import set_seed
 
+    from zelo_hf.data import dev_queries
     from zelo_hf.evaluation import evaluate_run
-    from zelo_hf.pipeline import dev_queries
     from zelo_hf.trainer import ZembedConfig, ZembedTrainer
 
     rows = zembed_label_rows(train_ds, arm)

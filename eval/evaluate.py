@@ -131,7 +131,8 @@ def _query_ids(args: EvaluateArguments, data) -> list[str]:
 
 def _base_kind(model: str) -> str:
     """A base is scored the way it was trained: 'bi' for a sentence-transformers bi-encoder, else its own head."""
-    from zelo_hf.pipeline import base_kind, resolve_model_name
+    from zelo_hf.modeling import base_kind
+    from zelo_hf.utils import resolve_model_name
 
     return "bi" if base_kind(resolve_model_name(model)) == "bi" else "cross"
 

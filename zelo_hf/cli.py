@@ -1,6 +1,7 @@
 """The ``zelo`` command line: ``zelo [--debug] <command> [--config file.yaml] [--flags]``.
 
-Each command lives in ``zelo_hf/commands/<name>.py`` and exposes ``HELP`` (one line), ``make_parser()``
+Each step command lives in ``zelo_hf/commands/<name>.py`` and each recipe's pipeline in
+``zelo_hf/pipelines/<name>.py`` (``zelo zerank|pairwise|zembed``); both expose ``HELP`` (one line), ``make_parser()``
 (a ``TrlParser`` over its argument dataclasses, so a YAML ``--config`` sets values and flags override
 them) and ``main(*dataclasses)``. Commands are imported only when run, so ``zelo --help`` is instant.
 
@@ -24,6 +25,10 @@ COMMANDS: dict[str, str] = {
     "judge": "zelo_hf.commands.judge",
     "train-pairwise": "zelo_hf.commands.train_pairwise",
     "train-pointwise": "zelo_hf.commands.train_pointwise",
+    # the recipes' pipelines (recipes/<name>.py runs the same module's main under `accelerate launch`)
+    "zerank": "zelo_hf.pipelines.zerank",
+    "pairwise": "zelo_hf.pipelines.pairwise",
+    "zembed": "zelo_hf.pipelines.zembed",
 }
 
 HELPS: dict[str, str] = {
@@ -34,6 +39,9 @@ HELPS: dict[str, str] = {
     "judge": "Judge comparison pairs with LLMs (litellm), a local pairwise model or a simulated judge.",
     "train-pairwise": "Train the pairwise small model (BCE on soft labels) on a preference set.",
     "train-pointwise": "Train the pointwise reranker (MSE on calibrated scores) on a label set.",
+    "zerank": "Run the zELO reranker pipeline end to end (resumable stages): candidates -> judging -> labels -> training.",
+    "pairwise": "Train the pairwise small model on a preference set and report its held-out agreement with the judges.",
+    "zembed": "Distil a bi-encoder (zembed) from a zELO reranker's scores or a label set; evaluated before and after.",
 }
 DEBUG_ENV = "ZELO_DEBUG"
 

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .utils import get_logger, looks_local, missing_path_error
 
 logger = get_logger(__name__)
@@ -229,3 +231,112 @@ def load_query_split(name: str) -> dict:
     if set(spec["train"]) & set(spec["test"]):
         raise ValueError(f"the committed split {path.name} has queries in both train and test: the file is broken.")
     return spec
+
+# ----------------------------------------------------------------------------------------------------------------------
+# query selection: which queries are judged, held out for dev, or evaluated (seeded, disjoint, stable)
+# ----------------------------------------------------------------------------------------------------------------------
+
+def select_queries(
+    data, n: int | None, seed: int, exclude: set[str] | frozenset[str] = frozenset(), require_qrels: bool = True
+) -> list[str]:
+    """``n`` query ids of ``data`` (all when None), drawn with ``seed``, skipping ``exclude``; sorted for stability.
+
+    With ``require_qrels`` only queries that have a relevance judgment in the split are eligible (the simulated
+    judge and the evaluation both need them); the draw is a seeded permutation, so the same settings always pick the
+    same queries and disjoint draws (``exclude``) never overlap.
+    """
+    pool = sorted((q for q in data.queries if (not require_qrels or q in data.qrels) and q not in exclude), key=query_sort_key)
+    if n is not None and n > len(pool):
+        raise ValueError(
+            f"asked for {n} queries of {data.name!r} ({data.split}) but only {len(pool)} are eligible "
+            f"(after excluding {len(exclude)} already used): lower the number of queries."
+        )
+    if n is None:
+        return pool
+    order = np.random.default_rng(seed).permutation(len(pool))[:n]
+    return sorted((pool[i] for i in order), key=query_sort_key)
+
+
+def query_sort_key(query_id: str) -> tuple[int, str]:
+    """Numeric ids in numeric order, then the others in string order (a stable order for every draw)."""
+    return (int(query_id), "") if query_id.isdigit() else (1 << 62, query_id)
+
+
+@dataclass
+class QueryPlan:
+    """Which queries play which part; drawn once from the settings, so every process and every rerun agree."""
+
+    train: list[str]
+    pairwise: list[str]
+    eval: list[str]
+
+
+def plan_queries(args, train_data, eval_data) -> QueryPlan:
+    """Disjoint judged / pairwise-judged / evaluation queries (evaluation disjoint too when it is the same split).
+
+    ``args`` holds the query settings of ``zelo_hf.pipelines.zerank_args.ZerankArguments`` (``dataset_name``,
+    ``dataset_split``, ``eval_dataset_name``, ``eval_split``, ``query_split``, ``num_*_queries``, ``query_seed``).
+    """
+    if args.query_split:
+        return _fixed_plan(args, train_data, eval_data)
+    train = select_queries(train_data, args.num_train_queries, args.query_seed)
+    pairwise = select_queries(train_data, args.num_pairwise_queries, args.query_seed + 1, exclude=set(train))
+    same = (args.eval_dataset_name or args.dataset_name) == args.dataset_name and args.eval_split == args.dataset_split
+    used = set(train) | set(pairwise) if same else set()
+    evaluation = select_queries(eval_data, args.num_eval_queries, args.query_seed + 2, exclude=used)
+    return QueryPlan(train=train, pairwise=pairwise, eval=evaluation)
+
+
+def _fixed_plan(args, train_data, eval_data) -> QueryPlan:
+    """The committed split's train ids (judged, then pairwise-judged) and test ids (evaluation), as prefixes."""
+    spec = load_query_split(args.query_split)
+    wanted = {"dataset_split": spec["source_split"]["train"], "eval_split": spec["source_split"]["test"]}
+    wrong = {k: v for k, v in wanted.items() if getattr(args, k) != v}
+    if wrong:
+        raise ValueError(
+            f"query_split={args.query_split!r} takes its queries from qrels splits {wanted} (got "
+            f"{ {k: getattr(args, k) for k in wrong} }): pass " + " ".join(f"--{k} {v}" for k, v in wrong.items()) + "."
+        )
+    n_train = args.num_train_queries if args.num_train_queries is not None else len(spec["train"])
+    n_pair, n_eval = args.num_pairwise_queries, args.num_eval_queries or len(spec["test"])
+    train_ids = [q for q in spec["train"] if q in train_data.qrels]
+    if n_train + n_pair > len(train_ids) or n_eval > len(spec["test"]):
+        raise ValueError(
+            f"query_split={args.query_split!r} has {len(train_ids)} train / {len(spec['test'])} test queries (asked "
+            f"for {n_train} + {n_pair} pairwise / {n_eval}): lower num_train_queries / num_eval_queries."
+        )
+    return QueryPlan(train=sorted(train_ids[:n_train], key=query_sort_key),
+                     pairwise=sorted(train_ids[n_train:n_train + n_pair], key=query_sort_key),
+                     eval=sorted(spec["test"][:n_eval], key=query_sort_key))
+
+
+def dev_queries(query_ids, fraction: float, seed: int) -> set[str]:
+    """The dev share of the judged queries (a seeded draw; empty when ``fraction`` is 0)."""
+    ids = sorted({str(q) for q in query_ids}, key=query_sort_key)
+    n_dev = int(round(fraction * len(ids)))
+    if fraction > 0 and not 1 <= n_dev < len(ids):
+        raise ValueError(
+            f"dev_query_fraction={fraction} of {len(ids)} judged queries leaves no dev or no training query: judge "
+            "more queries or change the fraction."
+        )
+    order = np.random.default_rng(seed + 3).permutation(len(ids))[:n_dev]
+    return {ids[i] for i in order}
+
+
+def split_by_query(preferences, eval_fraction: float, seed: int):
+    """``(train, eval)`` preference sets with disjoint queries (``eval`` is None when ``eval_fraction`` is 0)."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"`eval_query_fraction` must be in [0, 1) (got {eval_fraction}): e.g. 0.2.")
+    queries = sorted(set(preferences["query_id"]), key=query_sort_key)
+    n_eval = int(round(eval_fraction * len(queries)))
+    if eval_fraction > 0 and not 1 <= n_eval < len(queries):
+        raise ValueError(
+            f"eval_query_fraction={eval_fraction} of {len(queries)} queries leaves no train or no eval query: "
+            "judge more queries or change the fraction."
+        )
+    held = set(np.asarray(queries, dtype=object)[np.random.default_rng(seed).permutation(len(queries))[:n_eval]])
+    ids = preferences["query_id"]
+    train = preferences.select([i for i, q in enumerate(ids) if q not in held])
+    evaluation = preferences.select([i for i, q in enumerate(ids) if q in held]) if held else None
+    return train, evaluation
+

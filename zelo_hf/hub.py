@@ -98,10 +98,29 @@ def save_dataset_folder(dataset, output_dir: str | Path, card=None, split: str =
     for name, ds in splits.items():
         for old in (output_dir / "data").glob(f"{name}-*.parquet"):
             old.unlink()
-        ds.to_parquet(str(output_dir / "data" / f"{name}-00000-of-00001.parquet"))
+        ds.to_parquet(str(split_path(output_dir, name)))
     if card is not None:
         card.save(str(output_dir / "README.md"))
     return output_dir
+
+
+def split_path(folder: str | Path, split: str) -> Path:
+    """Where ``save_dataset_folder`` writes one split: ``data/<split>-00000-of-00001.parquet``."""
+    return Path(folder) / "data" / f"{split}-00000-of-00001.parquet"
+
+
+def load_split(folder: str | Path, split: str):
+    """One split of a folder written by ``save_dataset_folder`` (a pipeline stage's artifact)."""
+    from datasets import Dataset
+
+    path = split_path(folder, split)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the stage that writes split {split!r} has not completed.")
+    return Dataset.from_parquet(str(path))
+
+
+def has_split(folder: str | Path, split: str) -> bool:
+    return split_path(folder, split).exists()
 
 
 def push_folder(

