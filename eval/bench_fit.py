@@ -376,7 +376,9 @@ def write_preference_set(folder: Path, n_queries: int, args, chunk: int = 2_500)
 def scale(args) -> dict:
     from datasets import load_dataset
 
-    from zelo_hf.labeling import group_preferences, save_label_set, thurstone_map
+    from zelo_hf.grouping import group_preferences
+    from zelo_hf.label_sets import save_label_set
+    from zelo_hf.labeling import thurstone_map
 
     work = Path(args.work_dir)
     shutil.rmtree(work, ignore_errors=True)

@@ -9,8 +9,8 @@ import pytest
 from datasets import Dataset
 
 from zelo_hf.data import load_beir_folder, load_retrieval_data
+from zelo_hf.grouping import group_preferences
 from zelo_hf.hub import load_dataset_any
-from zelo_hf.labeling import group_preferences
 
 
 def beir_folder(path: Path, corpus: list[dict], queries=None, qrels: str | None = None) -> Path:

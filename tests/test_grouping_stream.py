@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from datasets import Dataset
 
-from zelo_hf.labeling import PREFERENCE_COLUMNS, group_preferences
+from zelo_hf.grouping import group_preferences
+from zelo_hf.schema import PREFERENCE_COLUMNS
 from zelo_hf.simulate import simulate_queries
 
 
@@ -80,11 +81,11 @@ def test_streamed_grouping_equals_the_pandas_version(window_rows):
 
 @pytest.mark.parametrize("window_rows", [7, 40, 1 << 20])
 def test_interleaved_queries_are_ordered_by_first_appearance(window_rows, monkeypatch):
-    import zelo_hf.labeling as labeling
+    import zelo_hf.grouping as grouping
 
     sorts = []
-    order = labeling._first_appearance_order
-    monkeypatch.setattr(labeling, "_first_appearance_order", lambda *a: sorts.append(1) or order(*a))
+    order = grouping._first_appearance_order
+    monkeypatch.setattr(grouping, "_first_appearance_order", lambda *a: sorts.append(1) or order(*a))
     shuffled = flat_pairs(seed=1).shuffle(seed=3)  # every query's pairs scattered over the whole set
     assert_same(reference_group_preferences(shuffled), group_preferences(shuffled, window_rows=window_rows))
     assert len(sorts) == (window_rows < len(shuffled))  # beyond one window: sorted by first appearance first

@@ -7,7 +7,8 @@ import pytest
 from datasets import Dataset
 from scipy.stats import spearmanr
 
-from zelo_hf.labeling import flatten_labels, group_preferences, label_preferences, thurstone_map
+from zelo_hf.grouping import group_preferences
+from zelo_hf.labeling import flatten_labels, label_preferences, thurstone_map
 from zelo_hf.simulate import simulate_queries
 from zelo_hf.thurstone import fit_scores
 
@@ -176,7 +177,7 @@ def test_map_over_arrow_batches_keeps_the_label_schema():
 def test_sharded_label_set_round_trips_and_summary_reads_offsets(tmp_path):
     from datasets import load_dataset
 
-    from zelo_hf.labeling import label_summary, save_label_set
+    from zelo_hf.label_sets import label_summary, save_label_set
 
     flat, _ = preference_set(n_queries=6, n_docs=10)
     labels = label_preferences(flat)

@@ -26,15 +26,23 @@ from typing import Any
 
 import numpy as np
 
+from .graphs import comparison_graph
+from .schema import (
+    ANCHOR_COLUMNS,
+    CROSS_FIT_COLUMNS,
+    CROSS_QUERY_COLUMNS,
+    LABEL_COLUMNS,
+    PAIR_COLUMNS,
+    check_probabilities,
+    cross_pair_features,
+    require_columns,
+)
 from .thurstone import DEFAULT_PRIOR_SD, fit_scores_flat
 from .utils import get_logger
 
 logger = get_logger(__name__)
 
 __all__ = ["OffsetResult", "sample_cross_query_pairs", "fit_query_offsets", "calibrate_labels"]
-
-CROSS_COLUMNS = ("query_id", "doc_a_id", "query_b_id", "doc_b_id", "prob_a")
-ANCHOR_COLUMNS = ("query_id", "doc_id", "prob_relevant")
 
 
 @dataclass
@@ -111,9 +119,7 @@ def sample_cross_query_pairs(
     """
     from datasets import Dataset
 
-    from .graphs import comparison_graph
-
-    _require(label_ds.column_names, ("query_id", "query", "doc_ids", "docs", score_column), "the label set")
+    require_columns(label_ds.column_names, (*LABEL_COLUMNS, score_column), "the label set")
     if len(label_ds) < 2:
         raise ValueError(f"cross-query calibration needs >= 2 queries (got {len(label_ds)}): label more queries.")
     if n_cycles < 1 or pairs_per_edge < 1:
@@ -125,8 +131,7 @@ def sample_cross_query_pairs(
     scores = label_ds[score_column]
     by_rank = [np.argsort(-np.asarray(s), kind="stable") for s in scores]  # rank 0 = the query's best document
     doc_ids, docs, queries, query_ids = label_ds["doc_ids"], label_ds["docs"], label_ds["query"], label_ds["query_id"]
-    rows: dict[str, list] = {c: [] for c in ("query_id", "query", "doc_a_id", "doc_a", "doc_b_id", "doc_b")}
-    rows |= {"query_b_id": [], "query_b": []}
+    rows: dict[str, list] = {c: [] for c in (*PAIR_COLUMNS, *CROSS_QUERY_COLUMNS)}
     for (qa, qb), (ra, rb) in zip(edges, ranks):
         ia, ib = by_rank[qa][ra], by_rank[qb][rb]
         rows["query_id"].append(query_ids[qa])
@@ -138,18 +143,7 @@ def sample_cross_query_pairs(
         rows["query_b_id"].append(query_ids[qb])
         rows["query_b"].append(queries[qb])
     rows["prob_a"] = [None] * len(edges)
-    from datasets import Features, Value
-
-    features = Features({c: Value("string") for c in rows if c != "prob_a"} | {"prob_a": Value("float64")})
-    return Dataset.from_dict(rows, features=features)
-
-
-def _require(columns, required, what) -> None:
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise ValueError(
-            f"{what} is missing column(s) {missing} (has {sorted(columns)}): see docs/design.md for the schema."
-        )
+    return Dataset.from_dict(rows, features=cross_pair_features())
 
 
 def fit_query_offsets(
@@ -238,20 +232,6 @@ def _lookup(table, query_ids, doc_ids, what: str):
     return found["q"].to_numpy(dtype=np.int64), found["s"].to_numpy()
 
 
-def _check_probabilities(ds, column: str, what: str) -> None:
-    """Probabilities written as strings ("0.7") would be converted silently; outside [0, 1] they mean nothing."""
-    dtype = getattr(ds.features[column], "dtype", "")
-    if not str(dtype).startswith(("float", "int", "null")):
-        first = next((v for v in ds[column] if v is not None), None)
-        raise ValueError(f"{what}: `{column}` must hold numbers in [0, 1] (got type {dtype}, e.g. {column}={first!r}): "
-                         "write them as numbers, e.g. 0.7, not '0.7'.")
-    values = np.array([np.nan if v is None else v for v in ds[column]], dtype=np.float64)
-    bad = (values < 0) | (values > 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what}: `{column}` must be in [0, 1] (got {float(values[i])!r} at row {i}): a probability.")
-
-
 def calibrate_labels(
     label_ds,
     cross_pref_ds,
@@ -271,11 +251,11 @@ def calibrate_labels(
         model, prior_sd: as in the within-query fit (use the same model).
         return_result: also return the :class:`OffsetResult` (diagnostics).
     """
-    _require(cross_pref_ds.column_names, CROSS_COLUMNS, "the cross-query preference set")
+    require_columns(cross_pref_ds.column_names, CROSS_FIT_COLUMNS, "the cross-query preference set")
     if len(cross_pref_ds) == 0:
         raise ValueError("the cross-query preference set has no rows: write pairs with `zelo calibrate --sample_pairs`, "
                          "judge them (`zelo judge --pairs ...`) and pass that folder.")
-    _check_probabilities(cross_pref_ds, "prob_a", "the cross-query preference set")
+    check_probabilities(cross_pref_ds, "prob_a", "the cross-query preference set")
     probs = np.array([np.nan if p is None else p for p in cross_pref_ds["prob_a"]], dtype=np.float64)
     if not np.isfinite(probs).all():
         i = int(np.flatnonzero(~np.isfinite(probs))[0])
@@ -288,8 +268,8 @@ def calibrate_labels(
     qb, sb = _lookup(table, cross_pref_ds["query_b_id"], cross_pref_ds["doc_b_id"], "cross-query pair (doc_b)")
     anchor_arrays = None
     if anchors is not None:
-        _require(anchors.column_names, ANCHOR_COLUMNS, "the anchors")
-        _check_probabilities(anchors, "prob_relevant", "the anchors")
+        require_columns(anchors.column_names, ANCHOR_COLUMNS, "the anchors")
+        check_probabilities(anchors, "prob_relevant", "the anchors")
         aq, as_ = _lookup(table, anchors["query_id"], anchors["doc_id"], "anchor")
         anchor_arrays = {"query": aq, "score": as_, "prob": np.asarray(anchors["prob_relevant"], dtype=np.float64)}
     result = fit_query_offsets(qa, qb, sa, sb, probs, len(label_ds), anchor_arrays, model=model, prior_sd=prior_sd)

@@ -47,7 +47,7 @@ def make_parser():
 def main(args: CalibrateArguments) -> int:
     from ..calibration import calibrate_labels, sample_cross_query_pairs
     from ..hub import load_dataset_any, render_step_card, save_dataset_folder
-    from ..labeling import save_label_set
+    from ..label_sets import save_label_set
 
     labels = load_dataset_any(args.labels, split=args.split)
     if args.sample_pairs:

@@ -40,7 +40,8 @@ def make_parser():
 
 def main(args: FitArguments) -> int:
     from ..hub import load_dataset_any
-    from ..labeling import label_preferences, label_summary
+    from ..label_sets import label_summary
+    from ..labeling import label_preferences
 
     pairs = load_dataset_any(args.input, split=args.split)
     labels = label_preferences(
