@@ -35,3 +35,20 @@ def test_secrets_are_redacted_from_text_and_commands(monkeypatch):
     cmd = producing_command(["zelo", "judge", "--hub_token", "hf_abcdefghijk", "--api_key=sk-test-SECRET-123456789"])
     assert "hf_abcdefghijk" not in cmd and "sk-test-SECRET" not in cmd
     assert cmd.startswith("zelo judge --hub_token '***'") or cmd.startswith("zelo judge --hub_token ***")
+
+
+def test_card_templates_ship_inside_the_package():
+    """The templates are package data (zelo_hf/templates/*.md, as trl's trl/templates/), not mapped in by setup.cfg."""
+    from pathlib import Path
+
+    import zelo_hf
+    from zelo_hf.hub import TEMPLATES_DIR, template_path
+
+    assert TEMPLATES_DIR == Path(zelo_hf.__file__).parent / "templates"
+    names = {"preference_set.md", "label_set.md", "reranker.md", "pairwise.md", "zembed.md", "zembed_query.md"}
+    assert names <= {p.name for p in TEMPLATES_DIR.glob("*.md")}
+    assert template_path("reranker.md").parent == TEMPLATES_DIR
+    setup = (Path(__file__).resolve().parents[1] / "setup.cfg").read_text()
+    assert "model_cards" not in setup and "templates/*.md" in setup
+    with pytest.raises(FileNotFoundError, match="pick one of"):
+        template_path("nope.md")

@@ -15,11 +15,12 @@ from .utils import get_logger, looks_local, missing_path_error, redact, scrub_pa
 logger = get_logger(__name__)
 
 
-def template_path(name: str) -> Path:
-    """Path of a card template shipped in ``model_cards/`` (installed as ``zelo_hf.model_cards``)."""
-    from importlib import resources
+TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-    path = Path(str(resources.files("zelo_hf.model_cards").joinpath(name)))
+
+def template_path(name: str) -> Path:
+    """Path of a card template shipped inside the package, in ``zelo_hf/templates/`` (as trl's ``trl/templates/``)."""
+    path = TEMPLATES_DIR / name
     if not path.exists():
         available = sorted(p.name for p in path.parent.glob("*.md"))
         raise FileNotFoundError(f"card template {name!r} not found: pick one of {available}.")
@@ -27,7 +28,7 @@ def template_path(name: str) -> Path:
 
 
 def render_dataset_card(template: str, card_data: dict[str, Any] | None = None, **variables: Any):
-    """A ``huggingface_hub.DatasetCard`` rendered from a template in ``model_cards/``; secrets redacted."""
+    """A ``huggingface_hub.DatasetCard`` rendered from a template in ``zelo_hf/templates/``; secrets redacted."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
     data = DatasetCardData(**(card_data or {}))
@@ -36,7 +37,7 @@ def render_dataset_card(template: str, card_data: dict[str, Any] | None = None, 
 
 
 def render_model_card(template: str, card_data: dict[str, Any] | None = None, **variables: Any):
-    """A ``huggingface_hub.ModelCard`` rendered from a template in ``model_cards/``; secrets redacted."""
+    """A ``huggingface_hub.ModelCard`` rendered from a template in ``zelo_hf/templates/``; secrets redacted."""
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(**(card_data or {}))

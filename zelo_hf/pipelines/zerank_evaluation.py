@@ -86,7 +86,7 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
 
 
 def save_zembed_query_card(args, training_args, model_args, output_dir: Path, table: str, n_eval: int) -> None:
-    """The zembed model's card (model_cards/zembed_query.md) with the evaluation table of every system."""
+    """The zembed model's card (zelo_hf/templates/zembed_query.md) with the evaluation table of every system."""
     summary = read_marker(output_dir / "zembed")["summary"]
     seeds = summary["seeds"]
     base = model_args.model_name_or_path
