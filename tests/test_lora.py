@@ -62,7 +62,7 @@ def test_merge_lora_gives_a_plain_cross_encoder(tmp_path, tiny_qwen3_path):
 
 
 def test_lora_without_a_findable_head_errors(tmp_path, tiny_bert_path):
-    from zelo_hf.trainer.utils import classification_head_names
+    from zelo_hf.trainer.lora import classification_head_names
 
     with pytest.raises(ValueError, match="cannot find the classification head"):
         classification_head_names(torch.nn.Linear(2, 2))

@@ -7,8 +7,8 @@ from datasets import Dataset
 
 from zelo_hf.modeling import PairwiseScorer
 from zelo_hf.trainer import PairwiseConfig, PairwiseTrainer
+from zelo_hf.trainer.metrics import expected_calibration_error, pairwise_metrics
 from zelo_hf.trainer.pairwise_trainer import swap_pairs
-from zelo_hf.trainer.utils import expected_calibration_error, pairwise_metrics
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -113,7 +113,7 @@ def model_init_kwargs(model_args, training_args) -> None:
 
 def run(trainer_cls, script_args, training_args, model_args):
     """Shared body of both train commands: load, train, save (card + CrossEncoder files), push."""
-    from ..trainer.utils import lora_config_from_model_args
+    from ..trainer.lora import get_lora_config
 
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: pass --model_name_or_path <hub id | folder>.")
@@ -128,7 +128,7 @@ def run(trainer_cls, script_args, training_args, model_args):
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluation,
-        peft_config=lora_config_from_model_args(model_args),
+        peft_config=get_lora_config(model_args),
         dataset_name=script_args.dataset_name,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

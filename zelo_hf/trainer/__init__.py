@@ -6,6 +6,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "RerankerConfig": "base_config",
+    "RerankerTrainer": "base_trainer",
+    "get_lora_config": "lora",
     "PairwiseConfig": "pairwise_config",
     "PairwiseTrainer": "pairwise_trainer",
     "PointwiseConfig": "pointwise_config",

@@ -1,9 +1,15 @@
 """Training losses as pure functions of (scores, targets); the trainers' ``compute_loss`` only calls these.
 
-All take float tensors and return a scalar mean over the batch. Scores are raw logits (no activation).
+All take float tensors and return a scalar mean over the batch. Scores are raw logits (no activation). Which loss a
+trainer uses is chosen by its config's ``loss_type`` only, through the tables at the bottom (``POINTWISE_LOSSES``,
+``ZEMBED_LOSSES``); target transforms change the targets, never the loss.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +20,8 @@ TARGET_TRANSFORMS = ("raw", "standardize", "sigmoid")
 def soft_bce_loss(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Pairwise distillation loss (ZELO.md step 4): BCE-with-logits against the judges' soft ``prob_a``.
 
-    The minimum is at ``sigmoid(logit) == prob_a`` (not its rounding), so a 0.6 vote stays a weak preference.
+    The minimum is at ``sigmoid(logit) == prob_a`` (not its rounding), so a 0.6 vote stays a weak preference. The
+    pointwise ``soft_bce`` loss is the same BCE against ``sigmoid(score / temperature)`` targets.
     """
     return F.binary_cross_entropy_with_logits(logits.float(), probs.float())
 
@@ -22,14 +29,6 @@ def soft_bce_loss(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
 def mse_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Pointwise regression on calibrated zELO scores (ZELO.md step 7)."""
     return F.mse_loss(scores.float(), targets.float())
-
-
-def sigmoid_target_bce_loss(scores: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """BCE of ``sigmoid(score)`` against ``sigmoid(target / temperature)``: a bounded alternative to MSE.
-
-    Large score gaps saturate instead of dominating the loss; ``temperature`` sets which gaps still matter.
-    """
-    return F.binary_cross_entropy_with_logits(scores.float(), torch.sigmoid(targets.float() / temperature))
 
 
 def binary_bce_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -48,15 +47,16 @@ def info_nce_loss(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     return F.cross_entropy(scores.float() / temperature, target)
 
 
-def transform_targets(targets: torch.Tensor, transform: str, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
-    """Targets the pointwise MSE sees: ``raw``, ``standardize`` ((t - mean) / std, fitted on train) or ``sigmoid``.
-
-    ``sigmoid`` leaves targets unchanged here: :func:`sigmoid_target_bce_loss` applies the sigmoid itself.
-    """
+def transform_targets(targets, transform: str, mean: float = 0.0, std: float = 1.0, temperature: float = 1.0):
+    """The pointwise targets (a NumPy array or a tensor): ``raw``, ``standardize`` ((t - mean) / std, fitted on
+    train) or ``sigmoid`` (``sigmoid(t / temperature)``: soft targets in (0, 1) for the ``soft_bce`` loss, so large
+    score gaps saturate instead of dominating the loss; ``temperature`` sets which gaps still matter)."""
     if transform not in TARGET_TRANSFORMS:
         raise ValueError(f"`target_transform` must be one of {TARGET_TRANSFORMS} (got {transform!r}).")
     if transform == "standardize":
         return (targets - mean) / std
+    if transform == "sigmoid":
+        return 1.0 / (1.0 + math.e ** (-targets / temperature))  # `**` keeps the array type (NumPy or torch)
     return targets
 
 
@@ -88,3 +88,35 @@ def multi_positive_nce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: to
     target = positives.float() / positives.sum(-1, keepdim=True).clamp_min(1)
     log_student = torch.log_softmax(scores.float().masked_fill(~mask, torch.finfo(torch.float32).min), dim=-1)
     return -(target * log_student.masked_fill(~mask, 0.0)).sum(-1)[keep].mean()
+
+
+# ----------------------------------------------------------------------------------------------- loss_type tables
+
+
+class Objective(NamedTuple):
+    """A ``loss_type``: the dataset column its targets come from and the loss of ``(scores, batch, args)``."""
+
+    column: str
+    loss: Callable[[torch.Tensor, dict, object], torch.Tensor]
+
+
+def _grouped_info_nce(scores, batch, args):
+    return info_nce_loss(scores.view(-1, int(batch["group_size"])), args.temperature)
+
+
+POINTWISE_LOSSES: dict[str, Objective] = {
+    "mse": Objective("score", lambda scores, batch, args: mse_loss(scores, batch["labels"])),
+    "soft_bce": Objective("score", lambda scores, batch, args: soft_bce_loss(scores, batch["labels"])),
+    "binary": Objective("label", lambda scores, batch, args: binary_bce_loss(scores, batch["labels"])),
+    "contrastive": Objective("label", _grouped_info_nce),
+}
+
+ZEMBED_LOSSES: dict[str, Objective] = {
+    "listwise_kl": Objective(
+        "score",
+        lambda scores, batch, args: listwise_kl_loss(scores, batch["targets"], batch["mask"], args.teacher_temperature),
+    ),
+    "contrastive": Objective(
+        "labels", lambda scores, batch, args: multi_positive_nce_loss(scores, batch["targets"], batch["mask"])
+    ),
+}

@@ -1,16 +1,14 @@
-"""Configuration of :class:`~zelo_hf.trainer.PairwiseTrainer` (a ``transformers.TrainingArguments``)."""
+"""Configuration of :class:`~zelo_hf.trainer.PairwiseTrainer` (a :class:`RerankerConfig`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-
-from .utils import RerankerArgsMixin
+from .base_config import RerankerConfig
 
 
 @dataclass
-class PairwiseConfig(RerankerArgsMixin, TrainingArguments):
+class PairwiseConfig(RerankerConfig):
     r"""Configuration for the pairwise small model that distils the LLM judges (ZELO.md step 4).
 
     The model reads (query, document A, document B) and outputs the logit that A is more relevant; the loss is
@@ -39,9 +37,3 @@ class PairwiseConfig(RerankerArgsMixin, TrainingArguments):
     symmetrize: bool = field(
         default=True, metadata={"help": "Train on both orders: (q, A, B, p) and (q, B, A, 1 - p)."}
     )
-
-    def __post_init__(self):
-        self._post_init_reranker()
-        if self.label_names is None:
-            self.label_names = ["labels"]
-        super().__post_init__()

@@ -1,18 +1,20 @@
-"""Configuration of :class:`~zelo_hf.trainer.PointwiseTrainer` (a ``transformers.TrainingArguments``)."""
+"""Configuration of :class:`~zelo_hf.trainer.PointwiseTrainer` (a :class:`RerankerConfig`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from ..utils import get_logger
+from .base_config import RerankerConfig
+from .losses import POINTWISE_LOSSES, TARGET_TRANSFORMS
 
-from .utils import RerankerArgsMixin
+logger = get_logger(__name__)
 
-LOSS_TYPES = ("mse", "binary", "contrastive")
+LOSS_TYPES = tuple(POINTWISE_LOSSES)
 
 
 @dataclass
-class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
+class PointwiseConfig(RerankerConfig):
     r"""Configuration for the pointwise reranker trained on calibrated zELO scores (ZELO.md step 7).
 
     Parameters:
@@ -24,12 +26,14 @@ class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
 
         > Objective
 
-        loss_type (`str`, defaults to `"mse"`): `"mse"` on the (transformed) `score` column; the baselines for
-            fair ablations: `"binary"` (BCE on the 0/1 `label` column, e.g. `grade > 0`) and `"contrastive"`
-            (InfoNCE over groups of one positive and `num_negatives` negatives of the same query).
-        target_transform (`str`, defaults to `"raw"`): for `"mse"`: `"raw"`, `"standardize"` (mean/std fitted on
-            the training set and saved in the model config as `zelo_target_mean`/`zelo_target_std`) or
-            `"sigmoid"` (BCE against `sigmoid(score / temperature)`).
+        loss_type (`str`, defaults to `"mse"`): the loss, and only it: `"mse"` on the (transformed) `score`
+            column, `"soft_bce"` (BCE-with-logits against the `score` column, with `target_transform="sigmoid"`:
+            `sigmoid(score / temperature)`), and the baselines for fair ablations: `"binary"` (BCE on the 0/1
+            `label` column, e.g. `grade > 0`) and `"contrastive"` (InfoNCE over groups of one positive and
+            `num_negatives` negatives of the same query).
+        target_transform (`str`, defaults to `"raw"`): the `score` targets of `"mse"` / `"soft_bce"`: `"raw"`,
+            `"standardize"` (mean/std fitted on the training set and saved in the model config as
+            `zelo_target_mean`/`zelo_target_std`) or `"sigmoid"` (`sigmoid(score / temperature)`, in (0, 1)).
         temperature (`float`, defaults to `1.0`): of the `"sigmoid"` targets and of the InfoNCE softmax.
         num_negatives (`int`, defaults to `7`): negatives per positive for `"contrastive"`.
 
@@ -43,18 +47,21 @@ class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
     `label_names=["labels", "query_index"]` (per-query eval metrics).
     """
 
+    default_label_names = ("labels", "query_index")
+
     loss_type: str = field(
         default="mse",
         metadata={
-            "help": "Objective: 'mse' (zELO scores), 'binary' (BCE on labels), 'contrastive' (InfoNCE).",
+            "help": "Objective: 'mse' (zELO scores), 'soft_bce' (BCE on sigmoid targets), 'binary' (BCE on labels), "
+            "'contrastive' (InfoNCE).",
             "choices": list(LOSS_TYPES),
         },
     )
     target_transform: str = field(
         default="raw",
         metadata={
-            "help": "MSE targets: 'raw', 'standardize' (fit on train, saved), 'sigmoid' (BCE).",
-            "choices": ["raw", "standardize", "sigmoid"],
+            "help": "Score targets: 'raw', 'standardize' (fit on train, saved), 'sigmoid' (sigmoid(score / temperature)).",
+            "choices": list(TARGET_TRANSFORMS),
         },
     )
     temperature: float = field(default=1.0, metadata={"help": "Temperature of sigmoid targets / InfoNCE."})
@@ -63,11 +70,34 @@ class PointwiseConfig(RerankerArgsMixin, TrainingArguments):
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"`loss_type` must be one of {LOSS_TYPES} (got loss_type={self.loss_type!r}).")
+        if self.target_transform not in TARGET_TRANSFORMS:
+            raise ValueError(
+                f"`target_transform` must be one of {TARGET_TRANSFORMS} (got target_transform={self.target_transform!r})."
+            )
         if self.temperature <= 0:
             raise ValueError(f"`temperature` must be > 0 (got temperature={self.temperature}).")
         if self.loss_type == "contrastive" and self.num_negatives < 1:
             raise ValueError(f"`num_negatives` must be >= 1 for contrastive (got num_negatives={self.num_negatives}).")
-        self._post_init_reranker()
-        if self.label_names is None:
-            self.label_names = ["labels", "query_index"]
+        self._check_objective()
         super().__post_init__()
+
+    def _check_objective(self) -> None:
+        """The loss comes from `loss_type` alone; `target_transform` only shapes the `score` targets."""
+        loss, transform = self.loss_type, self.target_transform
+        if loss == "mse" and transform == "sigmoid":
+            # before issue #9 this spelling selected BCE: refuse it rather than silently train MSE on probabilities
+            raise ValueError(
+                "`target_transform='sigmoid'` no longer changes the loss (got loss_type='mse'): pass "
+                "loss_type='soft_bce' with target_transform='sigmoid' for BCE against sigmoid(score / temperature)."
+            )
+        if loss == "soft_bce" and transform == "standardize":
+            raise ValueError(
+                "`loss_type='soft_bce'` needs targets in [0, 1] (got target_transform='standardize'): pass "
+                "target_transform='sigmoid' (or 'raw' for scores that are already probabilities)."
+            )
+        if POINTWISE_LOSSES[loss].column != "score" and transform != "raw":
+            logger.warning(
+                "`target_transform=%r` is ignored with loss_type=%r: it reads the 0/1 `label` column as it is.",
+                transform,
+                loss,
+            )

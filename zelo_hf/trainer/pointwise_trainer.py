@@ -11,18 +11,20 @@ from typing import Any
 import numpy as np
 
 from ..modeling import forward_scores
+from ..schema import check_numbers, check_texts, require_columns
 from ..utils import get_logger
+from .base_trainer import RerankerTrainer, card_values
 from .collators import PointwiseCollator
-from .losses import binary_bce_loss, info_nce_loss, mse_loss, sigmoid_target_bce_loss, transform_targets
+from .losses import POINTWISE_LOSSES, transform_targets
+from .metrics import pointwise_metrics
 from .pointwise_config import PointwiseConfig
-from .utils import RerankerTrainer, check_columns, check_numbers, check_texts, pointwise_metrics
 
 logger = get_logger(__name__)
 
 
-def add_targets(batch: dict[str, list], column: str, transform: str, mean: float, std: float, query_ids: dict):
+def add_targets(batch: dict[str, list], column: str, transform: dict[str, Any], query_ids: dict):
     """Batched map: ``labels`` (the transformed target) and ``query_index`` (for per-query metrics)."""
-    targets = transform_targets(np.asarray(batch[column], dtype=np.float64), transform, mean, std)
+    targets = transform_targets(np.asarray(batch[column], dtype=np.float64), **transform)
     keys = batch["query_id"] if "query_id" in batch else batch["query"]
     return {"labels": targets.tolist(), "query_index": [query_ids[str(k)] for k in keys]}
 
@@ -64,103 +66,84 @@ def make_groups(dataset, label_column: str, num_negatives: int, seed: int):
 
 
 class PointwiseTrainer(RerankerTrainer):
-    """A ``transformers.Trainer`` for (query, document) -> score, trained with the objective of ``args.loss_type``.
+    """A ``transformers.Trainer`` for (query, document) -> score, trained with the loss of ``args.loss_type``.
 
-    Args:
-        model: a model name/path (loaded with ``args.head``) or a model from ``zelo_hf.modeling.load_reranker``.
-        args: a :class:`PointwiseConfig`.
-        train_dataset, eval_dataset: flat label sets (``query``, ``doc``, ``score`` or ``label``, ``query_id``).
-        processing_class: the tokenizer (required with a loaded model).
-        peft_config: a ``peft.LoraConfig``; the classification head is added to ``modules_to_save``.
+    Args: those of :class:`RerankerTrainer`, with ``args`` a :class:`PointwiseConfig` and flat label sets
+    (``query``, ``doc``, ``score`` or ``label``, ``query_id``) as datasets.
     """
 
+    config_class = PointwiseConfig
+    collator_class = PointwiseCollator
     _task = "pointwise"
-    _card_template = "reranker.md"
-
-    def __init__(
-        self,
-        model,
-        args: PointwiseConfig | None = None,
-        train_dataset=None,
-        eval_dataset=None,
-        processing_class=None,
-        peft_config=None,
-        compute_metrics=None,
-        callbacks=None,
-        optimizers=(None, None),
-        dataset_name: str | None = None,
-    ):
-        args = args or PointwiseConfig(output_dir="pointwise-model")
-        model, processing_class = self._load_model(model, args, processing_class, peft_config)
-        self.dataset_name = dataset_name
-        self.target_column = "label" if args.loss_type in ("binary", "contrastive") else "score"
-        if train_dataset is not None:
-            train_dataset = self._prepare_dataset(train_dataset, args, "train", model=model)
-        if isinstance(eval_dataset, dict):
-            eval_dataset = {k: self._prepare_dataset(v, args, f"eval[{k}]", model) for k, v in eval_dataset.items()}
-        elif eval_dataset is not None:
-            eval_dataset = self._prepare_dataset(eval_dataset, args, "eval", model=model)
-        collator = PointwiseCollator(processing_class, model.config.zelo_head, args.max_length, args.max_query_length)
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics or self._metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
+    _template_file = "reranker.md"
 
     def _prepare_dataset(self, dataset, args: PointwiseConfig, split: str, model):
         """Validate (raises before training), fit/apply the target transform, group for contrastive training."""
-        column = self.target_column
+        column = POINTWISE_LOSSES[args.loss_type].column
         fix = "pass `flatten_labels` output (score) or a 0/1 `label` column for the binary/contrastive baselines."
-        check_columns(dataset, ["query", "doc", column], split, fix)
-        check_texts(dataset, ["query", "doc"], split)
-        values = check_numbers(dataset, column, split)
+        require_columns(dataset.column_names, ["query", "doc", column], f"{split} dataset", fix)
+        check_texts(dataset, ["query", "doc"], f"{split} dataset")
+        values = check_numbers(dataset, column, f"{split} dataset")
         if split == "train" and args.loss_type == "contrastive":
             return make_groups(dataset, column, args.num_negatives, args.seed)
         if split == "train":
-            self._fit_target_transform(model, args, values)
-        cfg = model.config
+            _fit_target_transform(model, args, values)
+        transform = _saved_transform(model.config) if column == "score" else {"transform": "raw"}
+        if args.loss_type == "soft_bce":
+            _check_probabilities(transform_targets(values, **transform), split, column)
         keys = dataset["query_id"] if "query_id" in dataset.column_names else dataset["query"]
         query_ids = {k: i for i, k in enumerate(dict.fromkeys(map(str, keys)))}
-        transform = getattr(cfg, "zelo_target_transform", "raw") if args.loss_type == "mse" else "raw"
-        kwargs = {
-            "column": column,
-            "transform": transform,
-            "mean": getattr(cfg, "zelo_target_mean", 0.0),
-            "std": getattr(cfg, "zelo_target_std", 1.0),
-            "query_ids": query_ids,
-        }
+        kwargs = {"column": column, "transform": transform, "query_ids": query_ids}
         return dataset.map(add_targets, batched=True, fn_kwargs=kwargs, desc=f"Preparing targets ({split})")
 
-    @staticmethod
-    def _fit_target_transform(model, args: PointwiseConfig, values: np.ndarray) -> None:
-        """Record the transform on the model config so it is saved with the weights (undo: s * std + mean)."""
-        mean, std = (float(values.mean()), float(values.std())) if args.target_transform == "standardize" else (0, 1)
-        if std <= 0:
-            raise ValueError(f"`target_transform='standardize'` needs varying targets (got std={std}): use 'raw'.")
-        model.config.zelo_target_transform = args.target_transform if args.loss_type == "mse" else "raw"
-        model.config.zelo_target_mean, model.config.zelo_target_std = mean, std
-
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
-        """The configured objective; flat eval batches of the contrastive baseline are scored with binary BCE."""
+        """The loss of ``args.loss_type``; flat eval batches of the contrastive baseline are scored with binary BCE."""
         scores = forward_scores(model, inputs)
-        args = self.args
-        if "group_size" in inputs:
-            loss = info_nce_loss(scores.view(-1, int(inputs["group_size"])), args.temperature)
-        elif args.loss_type in ("binary", "contrastive"):
-            loss = binary_bce_loss(scores, inputs["labels"])
-        elif args.target_transform == "sigmoid":
-            loss = sigmoid_target_bce_loss(scores, inputs["labels"], args.temperature)
-        else:
-            loss = mse_loss(scores, inputs["labels"])
+        loss_type = self.args.loss_type
+        if loss_type == "contrastive" and "group_size" not in inputs:
+            loss_type = "binary"  # flat (query, doc, label) eval rows: no groups to take a softmax over
+        loss = POINTWISE_LOSSES[loss_type].loss(scores, inputs, self.args)
         return (loss, {"scores": scores}) if return_outputs else loss
 
     @staticmethod
     def _metrics(eval_pred) -> dict[str, float]:
         labels, query_index = eval_pred.label_ids
         return pointwise_metrics(np.asarray(eval_pred.predictions), labels, query_index)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The shared hyper-parameters, ``loss_type`` and the knobs of that loss."""
+        own = {"mse": ["target_transform"], "soft_bce": ["target_transform", "temperature"], "binary": [],
+               "contrastive": ["temperature", "num_negatives"]}[self.args.loss_type]
+        return {**super().hyperparameters(), **card_values(self.args, ["loss_type", *own])}
+
+
+def _fit_target_transform(model, args: PointwiseConfig, values: np.ndarray) -> None:
+    """Record the transform on the model config so it is saved with the weights (undo standardize: s * std + mean)."""
+    transform = args.target_transform if POINTWISE_LOSSES[args.loss_type].column == "score" else "raw"
+    mean, std = (float(values.mean()), float(values.std())) if transform == "standardize" else (0.0, 1.0)
+    if std <= 0:
+        raise ValueError(f"`target_transform='standardize'` needs varying targets (got std={std}): use 'raw'.")
+    model.config.zelo_target_transform = transform
+    model.config.zelo_target_mean, model.config.zelo_target_std = mean, std
+    if transform == "sigmoid":
+        model.config.zelo_target_temperature = args.temperature
+
+
+def _saved_transform(cfg) -> dict[str, Any]:
+    """The target transform recorded on the model config (fitted on the training set), as `transform_targets` kwargs."""
+    return {
+        "transform": getattr(cfg, "zelo_target_transform", "raw"),
+        "mean": getattr(cfg, "zelo_target_mean", 0.0),
+        "std": getattr(cfg, "zelo_target_std", 1.0),
+        "temperature": getattr(cfg, "zelo_target_temperature", 1.0),
+    }
+
+
+def _check_probabilities(targets: np.ndarray, split: str, column: str) -> None:
+    bad = (targets < 0) | (targets > 1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{split} dataset: `loss_type='soft_bce'` needs targets in [0, 1] (got {float(targets[first])!r} from "
+            f"`{column}` at row {first}): pass target_transform='sigmoid'."
+        )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-ZEMBED_LOSSES = ("listwise_kl", "contrastive")
+from .losses import ZEMBED_LOSSES
 
 
 @dataclass
@@ -71,7 +71,7 @@ class ZembedConfig(TrainingArguments):
 
     def __post_init__(self):
         if self.loss_type not in ZEMBED_LOSSES:
-            raise ValueError(f"`loss_type` must be one of {ZEMBED_LOSSES} (got loss_type={self.loss_type!r}).")
+            raise ValueError(f"`loss_type` must be one of {tuple(ZEMBED_LOSSES)} (got loss_type={self.loss_type!r}).")
         for name in ("temperature", "teacher_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be > 0 (got {name}={getattr(self, name)}): e.g. 0.05.")

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..schema import require_columns
 from ..utils import get_logger
-from .losses import listwise_kl_loss, multi_positive_nce_loss
-from .utils import _ndcg_at_k
+from .losses import ZEMBED_LOSSES
+from .metrics import ndcg_at_k
 from .zembed_config import ZembedConfig
 
 logger = get_logger(__name__)
@@ -123,7 +124,7 @@ class ZembedTrainer(Trainer):
                  document_index: DocumentIndex | None = None, callbacks=None):
         args = args or ZembedConfig(output_dir="zembed-model")
         query_model, self.document_model = self._load_towers(model)
-        self.target = "score" if args.loss_type == "listwise_kl" else "labels"
+        self.target = ZEMBED_LOSSES[args.loss_type].column
         texts = [d for ds in (train_dataset, eval_dataset) if ds is not None for d in _flat(ds["docs"])]
         base_index = document_index or DocumentIndex.build(self.document_model, [], args.document_batch_size)
         self.document_index = base_index.extend(self.document_model, texts, args.document_batch_size)
@@ -151,10 +152,8 @@ class ZembedTrainer(Trainer):
 
     def _prepare(self, dataset, split: str):
         """Validate the label set and add each query's document rows."""
-        from .utils import check_columns
-
-        check_columns(dataset, ["query", "docs", self.target], split,
-                      "pass a zELO label set (zelo fit / zelo calibrate output).")
+        require_columns(dataset.column_names, ["query", "docs", self.target], f"{split} dataset",
+                        "pass a zELO label set (zelo fit / zelo calibrate output).")
         for i, (docs, values) in enumerate(zip(dataset["docs"], dataset[self.target])):
             values = np.asarray(values, dtype=np.float64)
             if len(docs) < 2 or len(values) != len(docs) or not np.isfinite(values).all():
@@ -168,11 +167,7 @@ class ZembedTrainer(Trainer):
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
         """Cosines of the queries against their documents' frozen embeddings -> the configured listwise loss."""
         scores = self._scores(model, inputs) / self.args.temperature
-        targets, mask = inputs["targets"], inputs["mask"]
-        if self.args.loss_type == "listwise_kl":
-            loss = listwise_kl_loss(scores, targets, mask, self.args.teacher_temperature)
-        else:
-            loss = multi_positive_nce_loss(scores, targets, mask)
+        loss = ZEMBED_LOSSES[self.args.loss_type].loss(scores, inputs, self.args)
         return (loss, {"scores": scores}) if return_outputs else loss
 
     def _scores(self, model, inputs: dict[str, Any]) -> torch.Tensor:
@@ -192,7 +187,7 @@ class ZembedTrainer(Trainer):
                 batch = {k: v.to(self.args.device) for k, v in batch.items()}
                 scores = self._scores(model, batch).cpu().numpy()
                 for s, t, m in zip(scores, batch["targets"].cpu().numpy(), batch["mask"].cpu().numpy()):
-                    ndcg.append(_ndcg_at_k(s[m], t[m] - t[m].min()))
+                    ndcg.append(ndcg_at_k(s[m], t[m] - t[m].min()))
         metrics = {f"{metric_key_prefix}_label_ndcg@10": float(np.nanmean(ndcg)), "epoch": float(self.state.epoch or 0)}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
