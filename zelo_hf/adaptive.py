@@ -378,3 +378,19 @@ def adaptive_judge(
     return JudgingResult(concatenate_datasets([res.preferences for res in results]), summary,
                          concatenate_datasets([res.failed for res in results]),
                          [c for res in results for c in res.pairs])
+
+
+def judge_candidates(data: Any, judge: Any, rounds: int = 1, budget: int | None = None, first_degree: int = 4,
+                     degree: int = 8, seed: int = 0, cache: Any = None, **judge_kwargs: Any):
+    """The one judging step of ``zelo judge`` and of the zerank ``preferences`` stage: ``rounds=1`` judges each
+    query's degree-``degree`` comparison graph (``judge_pairs``); ``rounds > 1`` runs the adaptive rounds
+    (:func:`adaptive_judge`, every round one ``judge_pairs`` call through the same cache)."""
+    from .preferences import judge_pairs
+
+    if rounds == 1:
+        return judge_pairs(data, judge, degree=degree, seed=seed, cache=cache, **judge_kwargs)
+    fixed = {k: judge_kwargs.pop(k) for k in ("max_pairs", "dry_run") if k in judge_kwargs}
+    if any(fixed.values()):
+        raise ValueError(f"rounds={rounds} takes a per-query budget, not {fixed}: drop them, or judge with rounds=1.")
+    return adaptive_judge(data, judge, rounds=rounds, budget=budget, first_degree=first_degree, cache=cache, seed=seed,
+                          **judge_kwargs)

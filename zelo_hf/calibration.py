@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .graphs import comparison_graph
+from .label_sets import save_label_set
 from .schema import (
     ANCHOR_COLUMNS,
     CROSS_FIT_COLUMNS,
@@ -286,3 +287,19 @@ def calibrate_labels(
 def _add_offset(row: dict, index: int, offsets: list[float], score_column: str) -> dict:
     offset = offsets[index]
     return {"offset": offset, "score": [s + offset for s in row[score_column]]}
+
+
+def calibrate_label_set(label_ds, cross_pref_ds, output_dir, anchors=None, model: str = "thurstone",
+                        prior_sd: float = DEFAULT_PRIOR_SD, details: dict[str, Any] | None = None, **card_info: Any):
+    """The one calibration step of ``zelo calibrate`` and of the zerank ``calibration`` stage: offsets from the judged
+    cross-query pairs (and optional relevance ``anchors``), then the calibrated label set saved with its card, whose
+    calibration section is the fit's summary plus ``details`` (e.g. what judging the pairs cost).
+
+    ``card_info`` goes to :func:`zelo_hf.label_sets.save_label_set` (``push_to_hub``, ``source``, ``degree``, ...).
+    Returns ``(calibrated, OffsetResult)``.
+    """
+    calibrated, result = calibrate_labels(label_ds, cross_pref_ds, anchors=anchors, model=model, prior_sd=prior_sd,
+                                          return_result=True)
+    save_label_set(calibrated, output_dir, model=model, calibration={**result.summary(), **(details or {})},
+                   **card_info)
+    return calibrated, result

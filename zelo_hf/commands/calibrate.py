@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from trl import TrlParser
+
+from ..calibration import calibrate_label_set, sample_cross_query_pairs
+from ..hub import load_dataset_any, render_step_card, save_dataset_folder
 from ..thurstone import DEFAULT_PRIOR_SD, FIT_MODELS
 
 HELP = "Fit per-query offsets from cross-query comparisons so scores compare across queries."
@@ -39,16 +43,10 @@ class CalibrateArguments:
 
 
 def make_parser():
-    from trl import TrlParser
-
     return TrlParser((CalibrateArguments,))
 
 
 def main(args: CalibrateArguments) -> int:
-    from ..calibration import calibrate_labels, sample_cross_query_pairs
-    from ..hub import load_dataset_any, render_step_card, save_dataset_folder
-    from ..label_sets import save_label_set
-
     labels = load_dataset_any(args.labels, split=args.split)
     if args.sample_pairs:
         pairs = sample_cross_query_pairs(labels, args.n_cycles, args.pairs_per_edge, seed=args.seed)
@@ -70,12 +68,7 @@ def main(args: CalibrateArguments) -> int:
         )
     cross = load_dataset_any(args.cross_pairs, split=args.split)
     anchors = load_dataset_any(args.anchors, split=args.split) if args.anchors else None
-    calibrated, result = calibrate_labels(
-        labels, cross, anchors=anchors, model=args.model, prior_sd=args.prior_sd, return_result=True
-    )
-    save_label_set(
-        calibrated, args.output_dir, push_to_hub=args.push_to_hub, model=args.model, source=args.labels,
-        calibration=result.summary(),
-    )  # fmt: skip
+    _, result = calibrate_label_set(labels, cross, args.output_dir, anchors=anchors, model=args.model,
+                                    prior_sd=args.prior_sd, push_to_hub=args.push_to_hub, source=args.labels)
     print(json.dumps(result.summary() | {"output_dir": args.output_dir}))
     return 0

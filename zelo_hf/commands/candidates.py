@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from trl import TrlParser
+
+from ..candidates import FIRST_STAGES, first_stage_candidates
+from ..data import load_retrieval_data
+from ..hub import push_folder, render_step_card, save_dataset_folder
+from ..utils import check_local_name, resolve_model_name
+
 HELP = "Retrieve first-stage top-k candidates (BM25, embedder, or fusion) per query."
-METHODS = ("bm25", "embedder", "fusion")
 
 
 @dataclass
@@ -16,7 +22,7 @@ class CandidatesArguments:
     data: str = field(metadata={"help": "Bundled name (scifact, cranfield), a BEIR folder, or a Hub dataset id."})
     output_dir: str = field(metadata={"help": "Folder for the candidate set (data/train-*.parquet)."})
     split: str = field(default="test", metadata={"help": "Split whose qrels pick the queries (and give `grades`)."})
-    method: str = field(default="bm25", metadata={"help": "First stage.", "choices": list(METHODS)})
+    method: str = field(default="bm25", metadata={"help": "First stage.", "choices": list(FIRST_STAGES)})
     k: int = field(default=100, metadata={"help": "Candidates per query."})
     model: str = field(
         default="sentence-transformers/all-MiniLM-L6-v2",
@@ -32,29 +38,18 @@ class CandidatesArguments:
 
 
 def make_parser():
-    from trl import TrlParser
-
     return TrlParser((CandidatesArguments,))
 
 
 def main(args: CandidatesArguments) -> int:
-    from ..candidates import bm25_candidates, embedder_candidates, reciprocal_rank_fusion
-    from ..data import load_retrieval_data
-    from ..hub import push_folder, render_step_card, save_dataset_folder
-    from ..utils import check_local_name, resolve_model_name
-
-    if args.method not in METHODS:
-        raise ValueError(f"`--method` must be one of {METHODS} (got {args.method!r}).")
     data = load_retrieval_data(args.data, split=args.split)
     query_ids = list(data.qrels) if data.qrels else list(data.queries)
     if args.max_queries is not None:
         query_ids = query_ids[: args.max_queries]
-    sets = []
-    if args.method in ("bm25", "fusion"):
-        sets.append(bm25_candidates(data, k=args.k, query_ids=query_ids, k1=args.k1, b=args.b, stemmer=args.stemmer))
-    if args.method in ("embedder", "fusion"):
-        sets.append(embedder_candidates(data, check_local_name(resolve_model_name(args.model), "model"), k=args.k, query_ids=query_ids, batch_size=args.batch_size))
-    candidates = sets[0] if len(sets) == 1 else reciprocal_rank_fusion(sets, k=args.rrf_k, top_k=args.k)
+    model = check_local_name(resolve_model_name(args.model), "model") if args.method != "bm25" else None
+    candidates = first_stage_candidates(data, args.method, k=args.k, query_ids=query_ids, model=model,
+                                        batch_size=args.batch_size, k1=args.k1, b=args.b, stemmer=args.stemmer,
+                                        rrf_k=args.rrf_k)
     card = render_step_card(
         "zELO candidate set", "First-stage top-k candidates per query (one row per query), the input of `zelo judge`.",
         ["reranking", "candidates"],

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from trl import TrlParser
+
+from ..hub import load_dataset_any
+from ..label_sets import label_summary
+from ..labeling import label_preferences
 from ..thurstone import DEFAULT_PRIOR_SD, FIT_MODELS
 
 HELP = "Fit Thurstone / Bradley-Terry scores per query from a preference set -> a label set."
@@ -33,16 +38,10 @@ class FitArguments:
 
 
 def make_parser():
-    from trl import TrlParser
-
     return TrlParser((FitArguments,))
 
 
 def main(args: FitArguments) -> int:
-    from ..hub import load_dataset_any
-    from ..label_sets import label_summary
-    from ..labeling import label_preferences
-
     pairs = load_dataset_any(args.input, split=args.split)
     labels = label_preferences(
         pairs,

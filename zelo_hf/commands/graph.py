@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from trl import TrlParser
+
+from ..graphs import candidate_pairs
+from ..hub import load_dataset_any, render_step_card, save_dataset_folder
+
 HELP = "Sample sparse comparison graphs (unions of random Hamiltonian cycles) for candidate lists."
 
 
@@ -20,15 +25,10 @@ class GraphArguments:
 
 
 def make_parser():
-    from trl import TrlParser
-
     return TrlParser((GraphArguments,))
 
 
 def main(args: GraphArguments) -> int:
-    from ..graphs import candidate_pairs
-    from ..hub import load_dataset_any, render_step_card, save_dataset_folder
-
     candidates = load_dataset_any(args.input, split=args.split)
     pairs = candidate_pairs(candidates, degree=args.degree, seed=args.seed)
     card = render_step_card(

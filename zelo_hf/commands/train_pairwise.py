@@ -7,6 +7,10 @@
 
 from __future__ import annotations
 
+from trl import ModelConfig, TrlParser
+
+from ..trainer.pairwise_config import PairwiseConfig
+from ..trainer.pairwise_trainer import PairwiseTrainer
 from .train_pointwise import TrainScriptArguments, run, zelo_fields
 
 HELP = "Train the pairwise small model (BCE on soft labels) on a preference set."
@@ -15,21 +19,13 @@ __all__ = ["TrainScriptArguments", "make_parser", "main"]
 
 
 def own_option_fields() -> set[str]:
-    from ..trainer.pairwise_config import PairwiseConfig
-
     return zelo_fields(PairwiseConfig)
 
 
 def make_parser():
-    from trl import ModelConfig, TrlParser
-
-    from ..trainer.pairwise_config import PairwiseConfig
-
     return TrlParser((TrainScriptArguments, PairwiseConfig, ModelConfig))
 
 
 def main(script_args, training_args, model_args):
     """Train a :class:`~zelo_hf.trainer.PairwiseTrainer`; also importable by recipes."""
-    from ..trainer.pairwise_trainer import PairwiseTrainer
-
     return run(PairwiseTrainer, script_args, training_args, model_args)

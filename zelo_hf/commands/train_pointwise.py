@@ -7,7 +7,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+from transformers import TrainingArguments
+from trl import ModelConfig, TrlParser
+
+from ..hub import load_dataset_any
+from ..labeling import flatten_labels
+from ..trainer.pointwise_config import PointwiseConfig
+from ..trainer.pointwise_trainer import PointwiseTrainer
+from ..training import build_trainer
+from ..utils import check_local_name, resolve_model_name
 
 HELP = "Train the pointwise reranker (MSE on calibrated scores) on a label set."
 
@@ -44,16 +55,12 @@ def as_training_rows(dataset):
     """A per-query label set (``zelo fit`` / ``zelo calibrate`` output: ``doc_ids`` + ``elo``/``score`` lists) is
     flattened to one (query, doc, score) row per document, so its folder or Hub id can be passed directly."""
     if "doc_ids" in dataset.column_names and ({"elo", "score"} & set(dataset.column_names)):
-        from ..labeling import flatten_labels
-
         return flatten_labels(dataset)
     return dataset
 
 
 def load_splits(script_args, training_args):
     """Train and (optional) eval datasets, with ``column_map`` applied."""
-    from ..hub import load_dataset_any
-
     if not script_args.dataset_name:
         raise ValueError("`dataset_name` is required: pass --dataset_name <hub id | folder | file.parquet>.")
     rename = parse_column_map(script_args.column_map)
@@ -83,8 +90,6 @@ MAX_ABS_TARGET = 1e4  # zELO scores live within about +-20 and grades within 0-1
 def check_target_scale(dataset, what: str) -> None:
     """Training targets (``score`` / ``label``) must be finite and of a plausible scale (issue #11: a 1e12 target
     would dominate every MSE step)."""
-    import numpy as np
-
     for column in ("score", "label"):
         if column not in dataset.column_names or not dataset.features[column].dtype.startswith(("float", "int")):
             continue
@@ -98,39 +103,16 @@ def check_target_scale(dataset, what: str) -> None:
             )
 
 
-def model_init_kwargs(model_args, training_args) -> None:
-    """Fold TRL's ModelConfig (dtype, attention, revision) into ``training_args.model_init_kwargs``."""
-    kwargs = {
-        "revision": model_args.model_revision,
-        "dtype": model_args.dtype,
-        "attn_implementation": model_args.attn_implementation,
-    }
-    kwargs = {k: v for k, v in kwargs.items() if v is not None and v != "main"}
-    if isinstance(training_args.model_init_kwargs, dict):
-        kwargs.update(training_args.model_init_kwargs)
-    training_args.model_init_kwargs = kwargs or training_args.model_init_kwargs
-
-
 def run(trainer_cls, script_args, training_args, model_args):
-    """Shared body of both train commands: load, train, save (card + CrossEncoder files), push."""
-    from ..trainer.lora import get_lora_config
-
+    """Shared body of both train commands: load, train (``zelo_hf.training.build_trainer``, as the recipes' training
+    stages), save (card + CrossEncoder files), push."""
     if not model_args.model_name_or_path:
         raise ValueError("`model_name_or_path` is required: pass --model_name_or_path <hub id | folder>.")
-    from ..utils import check_local_name, resolve_model_name
-
     name = check_local_name(resolve_model_name(model_args.model_name_or_path), "model_name_or_path")
     model_args.model_name_or_path = name
-    model_init_kwargs(model_args, training_args)
     train, evaluation = load_splits(script_args, training_args)
-    trainer = trainer_cls(
-        model_args.model_name_or_path,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        peft_config=get_lora_config(model_args),
-        dataset_name=script_args.dataset_name,
-    )
+    trainer = build_trainer(trainer_cls, name, training_args, model_args, train, evaluation,
+                            dataset_name=script_args.dataset_name)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
@@ -149,30 +131,18 @@ def run(trainer_cls, script_args, training_args, model_args):
 
 def zelo_fields(config_cls) -> set[str]:
     """Options zELO adds: the script arguments and the ``config_cls`` fields ``TrainingArguments`` lacks."""
-    from dataclasses import fields
-
-    from transformers import TrainingArguments
-
     base = {f.name for f in fields(TrainingArguments)}
     return {f.name for f in fields(TrainScriptArguments)} | {f.name for f in fields(config_cls)} - base
 
 
 def own_option_fields() -> set[str]:
-    from ..trainer.pointwise_config import PointwiseConfig
-
     return zelo_fields(PointwiseConfig)
 
 
 def make_parser():
-    from trl import ModelConfig, TrlParser
-
-    from ..trainer.pointwise_config import PointwiseConfig
-
     return TrlParser((TrainScriptArguments, PointwiseConfig, ModelConfig))
 
 
 def main(script_args, training_args, model_args):
     """Train a :class:`~zelo_hf.trainer.PointwiseTrainer`; also importable by recipes."""
-    from ..trainer.pointwise_trainer import PointwiseTrainer
-
     return run(PointwiseTrainer, script_args, training_args, model_args)

@@ -18,7 +18,7 @@ from trl import ModelConfig, TrlParser
 from ..data import split_by_query
 from ..hub import load_dataset_any, push_folder
 from ..trainer import PairwiseConfig, PairwiseTrainer
-from ..trainer.lora import get_lora_config
+from ..training import build_trainer
 from ..utils import resolve_model_name
 
 HELP = "Train the pairwise small model on a preference set and report its held-out agreement with the judges."
@@ -46,14 +46,9 @@ def run_pairwise(args: PairwiseArguments, training_args, model_args) -> dict[str
     train, evaluation = split_by_query(preferences, args.eval_query_fraction, args.query_seed)
     config = copy.copy(training_args)
     config.push_to_hub = False  # one upload, below, through zelo_hf.hub.push_folder
-    trainer = PairwiseTrainer(
-        model=resolve_model_name(model_args.model_name_or_path),
-        args=config,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        peft_config=get_lora_config(model_args),
-        dataset_name=args.preference_set if "/" in args.preference_set and not Path(args.preference_set).exists() else None,
-    )
+    hub_id = args.preference_set if "/" in args.preference_set and not Path(args.preference_set).exists() else None
+    trainer = build_trainer(PairwiseTrainer, resolve_model_name(model_args.model_name_or_path), config, model_args,
+                            train, evaluation, dataset_name=hub_id)  # as `zelo train-pairwise`
     before = trainer.evaluate(metric_key_prefix="base") if evaluation is not None else {}  # the card shows both
     result = trainer.train()
     after = trainer.evaluate() if evaluation is not None else {}

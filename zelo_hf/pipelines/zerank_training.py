@@ -15,7 +15,7 @@ from ..hub import load_split
 from ..labeling import flatten_labels
 from ..stages import write_json_atomic
 from ..trainer import DocumentIndex, PointwiseTrainer, ZembedConfig, ZembedTrainer
-from ..trainer.lora import get_lora_config
+from ..training import build_trainer
 from ..utils import resolve_model_name
 from .zerank_args import ZerankArguments
 
@@ -62,18 +62,8 @@ def _train_pointwise(args, training_args, model_args, train, stage_dir: Path, se
     config = copy.copy(training_args)
     # checkpoints inside the stage; uploads happen in the push stage only (once, through zelo_hf.hub.push_folder)
     config.output_dir, config.push_to_hub, config.seed = str(stage_dir / "trainer" / f"seed-{seed}"), False, seed
-    init_kwargs = {k: v for k, v in {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation,
-                                     "revision": model_args.model_revision}.items() if v not in (None, "main")}
-    if init_kwargs and not config.model_init_kwargs:
-        config.model_init_kwargs = init_kwargs
-    set_seed(seed)  # the fresh scoring head is drawn when the model loads
-    trainer = PointwiseTrainer(
-        model=resolve_model_name(model_args.model_name_or_path),
-        args=config,
-        train_dataset=train,
-        peft_config=get_lora_config(model_args),
-        dataset_name=args.label_set_repo_id,
-    )
+    trainer = build_trainer(PointwiseTrainer, resolve_model_name(model_args.model_name_or_path), config, model_args,
+                            train, dataset_name=args.label_set_repo_id)  # as `zelo train-pointwise`
     result = trainer.train()
     trainer.save_model(str(seed_model_dir(stage_dir, seeds, seed)))
     return training_summary(trainer, result)
