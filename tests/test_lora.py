@@ -7,7 +7,8 @@ from datasets import Dataset
 from peft import LoraConfig
 from test_pointwise_trainer import toy_rows
 
-from zelo_hf.modeling import load_reranker, score_pairs
+from zelo_hf.modeling.loading import load_reranker
+from zelo_hf.modeling.scoring import score_pairs
 from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -66,3 +67,20 @@ def test_lora_without_a_findable_head_errors(tmp_path, tiny_bert_path):
 
     with pytest.raises(ValueError, match="cannot find the classification head"):
         classification_head_names(torch.nn.Linear(2, 2))
+
+
+def test_one_lora_path_from_trl_model_config(caplog):
+    """The CLI and the recipes build LoRA with `get_lora_config`: TRL's ModelConfig fields, all-linear by default, no
+    task type (the reranker's head decides what is trained), and a warning for a task type it ignores."""
+    from trl import ModelConfig
+
+    from zelo_hf.trainer import get_lora_config
+
+    assert get_lora_config(ModelConfig()) is None and get_lora_config(None) is None
+    config = get_lora_config(ModelConfig(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["query"]))
+    assert isinstance(config, LoraConfig) and config.task_type is None
+    assert (config.r, config.lora_alpha, set(config.target_modules)) == (4, 8, {"query"})  # a name, not a regex
+    assert get_lora_config(ModelConfig(use_peft=True)).target_modules == "all-linear"
+    with caplog.at_level("WARNING"):
+        assert get_lora_config(ModelConfig(use_peft=True, lora_task_type="SEQ_CLS")).task_type is None
+    assert "`lora_task_type='SEQ_CLS'` is ignored" in caplog.text

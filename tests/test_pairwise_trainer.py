@@ -5,9 +5,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from zelo_hf.modeling import PairwiseScorer
+from zelo_hf.modeling.scoring import PairwiseScorer
 from zelo_hf.trainer import PairwiseConfig, PairwiseTrainer
-from zelo_hf.trainer.metrics import expected_calibration_error, pairwise_metrics
 from zelo_hf.trainer.pairwise_trainer import swap_pairs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -75,6 +74,8 @@ def test_pairwise_learns_and_scorer_is_antisymmetric(tmp_path, request, model_fi
 
     trainer.save_model(str(tmp_path / "judge"))
     assert "BCE-with-logits against the soft label" in (tmp_path / "judge" / "README.md").read_text()
+    hparams = trainer.hyperparameters()  # the card asks the trainer: its own knobs, not the pointwise ones
+    assert hparams["symmetrize"] is True and "loss_type" not in hparams and "target_transform" not in hparams
     scorer = PairwiseScorer(str(tmp_path / "judge"), device="cpu")
     p = scorer.predict(data["query"], data["doc_a"], data["doc_b"], batch_size=5)
     q = scorer.predict(data["query"], data["doc_b"], data["doc_a"], batch_size=7)
@@ -94,22 +95,3 @@ def test_bad_probabilities_raise(tmp_path, tiny_bert_path, value, match):
     rows["doc_b"][0] = ""
     with pytest.raises(ValueError, match="`doc_b` is empty"):
         PairwiseTrainer(tiny_bert_path, args=config(tmp_path), train_dataset=Dataset.from_dict(rows))
-
-
-def test_pairwise_metrics_values():
-    logits = np.array([2.0, -1.0, 0.5, 3.0])
-    prob_a = np.array([0.9, 0.2, 0.5, 0.3])  # the tie (0.5) is excluded from accuracy
-    m = pairwise_metrics(logits, prob_a)
-    assert m["accuracy"] == pytest.approx(2 / 3)
-    expected_bce = np.mean(np.log1p(np.exp(logits)) - prob_a * logits)
-    assert m["bce"] == pytest.approx(expected_bce)
-    probs = np.array([0.05, 0.15, 0.95])
-    assert expected_calibration_error(probs, np.array([0.0, 0.0, 1.0]), n_bins=10) == pytest.approx(0.25 / 3)
-
-
-def test_agreement_counts_only_the_pairs_the_judges_are_sure_of():
-    logits = np.array([2.0, -1.0, 1.0, -3.0, 0.5])
-    prob_a = np.array([0.9, 0.15, 0.6, 0.95, 0.79])  # confident: 0.9 (right), 0.15 (right), 0.95 (wrong)
-    m = pairwise_metrics(logits, prob_a)
-    assert m["confident_pairs"] == 3 and m["agreement"] == pytest.approx(2 / 3)
-    assert m["accuracy"] == pytest.approx(4 / 5)

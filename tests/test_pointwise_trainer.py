@@ -5,7 +5,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from zelo_hf.modeling import load_reranker, score_pairs
+from zelo_hf.modeling.loading import load_reranker
+from zelo_hf.modeling.scoring import score_pairs
 from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -132,3 +133,54 @@ def test_score_pairs_matches_per_pair_scoring(tiny_bert_path):
     batched = score_pairs(model, tok, queries, docs, batch_size=2)
     single = np.array([score_pairs(model, tok, [q], [d])[0] for q, d in zip(queries, docs)])
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_soft_bce_trains_on_sigmoid_targets(tmp_path, tiny_bert_path):
+    """The sigmoid is a target transform (targets become sigmoid(score / T)); soft_bce is the loss (issue #9)."""
+    trainer, first, last = train_and_check(
+        tmp_path, tiny_bert_path, loss_type="soft_bce", target_transform="sigmoid", temperature=0.5, max_steps=30
+    )
+    expected = 1 / (1 + np.exp(-np.asarray(toy_rows()["score"]) / 0.5))
+    np.testing.assert_allclose(trainer.train_dataset["labels"], expected, rtol=1e-6)
+    assert last["eval_loss"] < first["eval_loss"] and last["eval_spearman"] > 0.5
+    hparams = trainer.hyperparameters()
+    assert hparams["loss_type"] == "soft_bce" and hparams["temperature"] == 0.5 and "symmetrize" not in hparams
+    trainer.save_model(str(tmp_path / "soft"))
+    assert "BCE against sigmoid(score / 0.5)" in (tmp_path / "soft" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(target_transform="sigmoid"), "no longer changes the loss.*pass loss_type='soft_bce'"),
+        (dict(loss_type="soft_bce", target_transform="standardize"), "needs targets in \\[0, 1\\]"),
+        (dict(loss_type="sigmoid"), "`loss_type` must be one of"),
+    ],
+)
+def test_objective_spellings_are_checked(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        config(tmp_path, **kwargs)
+
+
+def test_soft_bce_refuses_raw_targets_outside_0_1(tmp_path, tiny_bert_path):
+    data = Dataset.from_dict(toy_rows())
+    with pytest.raises(ValueError, match="needs targets in \\[0, 1\\].*pass target_transform='sigmoid'"):
+        PointwiseTrainer(tiny_bert_path, args=config(tmp_path, loss_type="soft_bce"), train_dataset=data)
+
+
+def test_save_model_never_pushes_and_push_to_hub_uploads_the_complete_folder_once(tmp_path, tiny_bert_path, monkeypatch):
+    pushed = []
+
+    def fake_push(folder, repo_id, **kw):
+        pushed.append((repo_id, sorted(p.name for p in (tmp_path / "out").iterdir())))
+        return "https://hub/me/r"
+
+    monkeypatch.setattr("zelo_hf.hub.push_folder", fake_push)
+    args = config(tmp_path, push_to_hub=True, hub_model_id="me/r", max_steps=1)
+    trainer = PointwiseTrainer(tiny_bert_path, args=args, train_dataset=Dataset.from_dict(toy_rows()))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "out"))
+    assert pushed == []
+    assert trainer.push_to_hub() == "https://hub/me/r"
+    assert len(pushed) == 1 and pushed[0][0] == "me/r"
+    assert {"README.md", "zelo_config.json", "config.json"} <= set(pushed[0][1])  # the card is there before the upload

@@ -21,7 +21,8 @@ def get_lora_config(model_args):
     """The ``peft.LoraConfig`` of TRL's ``ModelConfig`` (``--use_peft --lora_r ...``), or None without ``use_peft``.
 
     TRL's ``get_peft_config`` fitted to a reranker: ``lora_target_modules`` defaults to ``"all-linear"`` (peft knows
-    no default modules for most architectures), and the config has no ``task_type``, so peft wraps the model as a
+    no default modules for most architectures), one module name stays a name (not a regex), and the config has no
+    ``task_type``, so peft wraps the model as a
     plain ``PeftModel`` whatever its head; :func:`attach_lora` adds a classification head to ``modules_to_save``.
     """
     if model_args is None or not getattr(model_args, "use_peft", False):
@@ -34,7 +35,17 @@ def get_lora_config(model_args):
             "`lora_task_type=%r` is ignored: the reranker's head (`head`) decides what is trained and saved.", task_type
         )
     config = get_peft_config(model_args)
-    return dataclasses.replace(config, task_type=None, target_modules=config.target_modules or "all-linear")
+    return dataclasses.replace(config, task_type=None, target_modules=_target_modules(config.target_modules))
+
+
+def _target_modules(value):
+    """``ModelConfig`` turns a one-entry ``lora_target_modules`` into a bare string, which peft reads as a regex
+    matched against the full module path (``query`` then matches nothing): a plain name goes back into a list."""
+    if value is None:
+        return "all-linear"
+    if isinstance(value, str) and value != "all-linear" and value.isidentifier():
+        return [value]
+    return value
 
 
 def classification_head_names(model) -> list[str]:
