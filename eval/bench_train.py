@@ -145,7 +145,8 @@ def infer_zelo(cfg: dict, queue) -> None:
     import numpy as np
     import torch
 
-    from zelo_hf.modeling import load_reranker, score_pairs
+    from zelo_hf.modeling.loading import load_reranker
+    from zelo_hf.modeling.scoring import score_pairs
 
     # Same dtype as the CrossEncoder side (bf16 weights on a bf16 GPU), so the ratio compares code, not precision.
     model, tok = load_reranker(cfg["saved"], dtype=torch.bfloat16 if cfg["bf16"] else None)
@@ -184,7 +185,9 @@ def qwen3_tokens(cfg: dict, queue) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-    from zelo_hf.modeling import encode_pointwise, load_reranker, score_pairs
+    from zelo_hf.modeling.encoding import encode_pointwise
+    from zelo_hf.modeling.loading import load_reranker
+    from zelo_hf.modeling.scoring import score_pairs
     from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
     rows = cfg["rows"]

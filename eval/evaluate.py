@@ -72,18 +72,11 @@ class EvaluateArguments:
 def _local(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from zelo_hf.candidates import bm25_candidates
     from zelo_hf.data import load_retrieval_data
-    from zelo_hf.evaluation import (
-        evaluate_reranker,
-        evaluate_run,
-        load_scorer,
-        make_mteb_task,
-        mteb_metrics,
-        random_run,
-        result_row,
-        run_mteb,
-        seed_row,
-        top_ranked_from_candidates,
-    )
+    from zelo_hf.evaluation.metrics import evaluate_run
+    from zelo_hf.evaluation.mteb_tasks import make_mteb_task, mteb_metrics, run_mteb, top_ranked_from_candidates
+    from zelo_hf.evaluation.reports import result_row, seed_row
+    from zelo_hf.evaluation.reranking import evaluate_reranker, random_run
+    from zelo_hf.evaluation.scorers import load_scorer
 
     data = load_retrieval_data(args.data, args.split)
     query_ids = _query_ids(args, data)
@@ -98,17 +91,18 @@ def _local(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[str, Any
         row = seed_row("random order", "random", shuffles, seeds=list(range(args.random_orderings)))
         rows.append({"dataset": name, "split": args.split, **row})
     if args.base_model:
-        base = load_scorer(args.base_model, kind=_base_kind(args.base_model), max_length=args.max_length)
+        base = _scorer(args.base_model, _base_kind(args.base_model), args)
         result = evaluate_reranker(candidates, data.qrels, base, args.metrics, batch_size=args.batch_size)
         rows.append(result_row(f"{args.base_model} (base)", name, args.split, result, kind="base"))
     if args.model:
-        model = load_scorer(args.model, kind=args.kind, max_length=args.max_length)
+        model = _scorer(args.model, args.kind, args)
         result = evaluate_reranker(candidates, data.qrels, model, args.metrics, batch_size=args.batch_size)
         rows.append(result_row(args.model, name, args.split, result, kind="trained",
                                first_stage=f"{args.first_stage}@{args.depth}"))
         if args.mteb:
             task = make_mteb_task(data, top_ranked=top_ranked_from_candidates(candidates))
-            scores = run_mteb(model, task, split=args.split, batch_size=args.batch_size)
+            mteb_model = load_scorer(args.model, kind=args.kind, max_length=args.max_length)  # MTEB needs an ST model
+            scores = run_mteb(mteb_model, task, split=args.split, batch_size=args.batch_size)
             mteb_row = {
                 "model": f"{args.model} (MTEB)",
                 "dataset": name,
@@ -129,9 +123,21 @@ def _query_ids(args: EvaluateArguments, data) -> list[str]:
     return sorted(q for q in data.qrels if q in data.queries)[: args.num_queries]
 
 
+def _scorer(model: str, kind: str, args: EvaluateArguments):
+    """Scored as the recipe scores: a bi-encoder by cosine, any other model by the one reranker scorer
+    (``RerankerScorer``: the zELO reranker's own tokenization and head)."""
+    from zelo_hf.evaluation.scorers import load_scorer, resolve_kind
+    from zelo_hf.modeling.scoring import RerankerScorer
+    from zelo_hf.utils import resolve_model_name
+
+    if resolve_kind(resolve_model_name(model), kind) == "bi":
+        return load_scorer(model, kind="bi", max_length=args.max_length)
+    return RerankerScorer(resolve_model_name(model), batch_size=args.batch_size, max_length=args.max_length)
+
+
 def _base_kind(model: str) -> str:
     """A base is scored the way it was trained: 'bi' for a sentence-transformers bi-encoder, else its own head."""
-    from zelo_hf.modeling import base_kind
+    from zelo_hf.modeling.loading import base_kind
     from zelo_hf.utils import resolve_model_name
 
     return "bi" if base_kind(resolve_model_name(model)) == "bi" else "cross"
@@ -143,7 +149,8 @@ def _mteb_by_name(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[s
     from sentence_transformers import CrossEncoder
 
     from zelo_hf.candidates import bm25_candidates
-    from zelo_hf.evaluation import add_first_stage, load_scorer, mteb_metrics, retrieval_data_from_mteb, run_mteb
+    from zelo_hf.evaluation.mteb_tasks import add_first_stage, mteb_metrics, retrieval_data_from_mteb, run_mteb
+    from zelo_hf.evaluation.scorers import load_scorer
 
     model = load_scorer(args.model, kind=args.kind, max_length=args.max_length)
     task = mteb.get_task(args.mteb_task, eval_splits=[args.split])
@@ -158,7 +165,7 @@ def _mteb_by_name(args: EvaluateArguments) -> tuple[list[dict[str, Any]], dict[s
 
 
 def main(args: EvaluateArguments) -> dict[str, Any]:
-    from zelo_hf.evaluation import card_eval_rows, results_to_markdown
+    from zelo_hf.evaluation.reports import card_eval_rows, results_to_markdown
     from zelo_hf.utils import producing_command
 
     rows, info = _mteb_by_name(args) if args.mteb_task else _local(args)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from zelo_hf.modeling import load_tokenizer
+from zelo_hf.modeling.loading import load_tokenizer
 from zelo_hf.trainer.collators import PairwiseCollator, PointwiseCollator
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -83,7 +83,8 @@ def assert_every_tensor_trained(trained: dict, base: dict) -> None:
 def assert_crossencoder_agrees(folder: Path) -> None:
     from sentence_transformers import CrossEncoder
 
-    from zelo_hf.modeling import load_reranker, score_pairs
+    from zelo_hf.modeling.loading import load_reranker
+    from zelo_hf.modeling.scoring import score_pairs
 
     pairs = [("cat on a mat", "the cat sat on the mat"), ("cat on a mat", "the stock market fell")]
     model, tokenizer = load_reranker(str(folder))

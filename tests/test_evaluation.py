@@ -9,8 +9,11 @@ import random
 import numpy as np
 import pytest
 
-from zelo_hf import evaluation as ev
 from zelo_hf.data import load_retrieval_data
+from zelo_hf.evaluation.metrics import cross_query_auc, evaluate_run
+from zelo_hf.evaluation.mteb_tasks import make_mteb_task, mteb_metrics, run_mteb, top_ranked_from_candidates
+from zelo_hf.evaluation.reports import card_eval_results, card_eval_rows, result_row, results_to_markdown, seed_row
+from zelo_hf.evaluation.reranking import evaluate_reranker, first_stage_run, rerank_candidates
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -27,7 +30,7 @@ def test_evaluate_run_known_values():
         "q3": {"d1": 1.0},  # no qrels: not averaged
         "q4": {"d9": 1.0},  # no relevant judgment: not averaged (as MTEB)
     }
-    result = ev.evaluate_run(run, qrels)
+    result = evaluate_run(run, qrels)
     expected_q1 = _dcg([0, 2, 1]) / _dcg([2, 1])  # linear gains, as trec_eval
     assert result["num_queries"] == 2
     assert result["per_query"]["q1"] == pytest.approx({"ndcg@10": expected_q1, "recall@100": 1.0, "mrr@10": 0.5})
@@ -39,7 +42,7 @@ def test_evaluate_run_known_values():
 def test_empty_candidate_list_scores_zero_and_mrr_cutoff():
     qrels = {"q1": {"d1": 1}, "q2": {"d20": 1}}
     run = {"q1": {}, "q2": {f"d{i}": 100.0 - i for i in range(30)}}  # d20 is at rank 21
-    result = ev.evaluate_run(run, qrels, metrics=("mrr@10", "mrr@100", "recall@10"))
+    result = evaluate_run(run, qrels, metrics=("mrr@10", "mrr@100", "recall@10"))
     assert result["per_query"]["q1"] == {"mrr@10": 0.0, "mrr@100": 0.0, "recall@10": 0.0}
     assert result["per_query"]["q2"]["mrr@10"] == 0.0
     assert result["per_query"]["q2"]["mrr@100"] == pytest.approx(1 / 21)
@@ -52,7 +55,7 @@ def test_agrees_with_pytrec_eval_including_ties():
         qrels[q]["d0"] = 3
     # rounded scores create ties, which trec_eval breaks by doc id (descending)
     run = {q: {f"d{d}": float(np.round(rng.normal(), 1)) for d in range(60)} for q in qrels}
-    ours = ev.evaluate_run(run, qrels, metrics=("ndcg@10", "recall@100", "mrr@1000", "mrr@10", "map@100"))
+    ours = evaluate_run(run, qrels, metrics=("ndcg@10", "recall@100", "mrr@1000", "mrr@10", "map@100"))
     ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recip_rank", "recall.100", "map_cut.100"}).evaluate(
         run
     )
@@ -66,11 +69,11 @@ def test_agrees_with_pytrec_eval_including_ties():
 
 def test_evaluate_run_errors():
     with pytest.raises(ValueError, match="`metrics` entries must look like"):
-        ev.evaluate_run({"q": {"d": 1.0}}, {"q": {"d": 1}}, metrics=("ndcg10",))
+        evaluate_run({"q": {"d": 1.0}}, {"q": {"d": 1}}, metrics=("ndcg10",))
     with pytest.raises(ValueError, match="non-finite scores"):
-        ev.evaluate_run({"q": {"d": float("nan")}}, {"q": {"d": 1}})
+        evaluate_run({"q": {"d": float("nan")}}, {"q": {"d": 1}})
     with pytest.raises(ValueError, match="no query of the run has a relevant judgment"):
-        ev.evaluate_run({"q": {"d": 1.0}}, {"other": {"d": 1}})
+        evaluate_run({"q": {"d": 1.0}}, {"other": {"d": 1}})
 
 
 def _candidates(rows):
@@ -98,28 +101,28 @@ def _count_apples(queries, docs):
 
 def test_first_stage_and_callable_rerank():
     cands, qrels = _toy_candidates()
-    assert ev.first_stage_run(cands) == {"q1": {"d": 4.0, "b": 3.0, "a": 2.0, "c": 1.0}}
-    run = ev.rerank_candidates(cands, _count_apples, batch_size=3)
+    assert first_stage_run(cands) == {"q1": {"d": 4.0, "b": 3.0, "a": 2.0, "c": 1.0}}
+    run = rerank_candidates(cands, _count_apples, batch_size=3)
     assert sorted(run["q1"], key=run["q1"].get, reverse=True)[:2] == ["c", "a"]
-    first = ev.evaluate_reranker(cands, qrels)
-    reranked = ev.evaluate_reranker(cands, qrels, scorer=_count_apples)
+    first = evaluate_reranker(cands, qrels)
+    reranked = evaluate_reranker(cands, qrels, scorer=_count_apples)
     assert reranked["aggregate"]["ndcg@10"] == pytest.approx(1.0)
     assert first["aggregate"]["ndcg@10"] < 0.6
     # top_k=2 rescores only "d" and "b"; "a" and "c" keep their first-stage order below them
-    partial = ev.rerank_candidates(cands, _count_apples, top_k=2)["q1"]
+    partial = rerank_candidates(cands, _count_apples, top_k=2)["q1"]
     assert sorted(partial, key=partial.get, reverse=True) == ["d", "b", "a", "c"]
 
 
 def test_rerank_errors():
     cands, _ = _toy_candidates()
     with pytest.raises(ValueError, match="one score per"):
-        ev.rerank_candidates(cands, lambda qs, ds: [1.0])
+        rerank_candidates(cands, lambda qs, ds: [1.0])
     with pytest.raises(ValueError, match="`top_k` must be >= 1"):
-        ev.rerank_candidates(cands, _count_apples, top_k=0)
+        rerank_candidates(cands, _count_apples, top_k=0)
     with pytest.raises(TypeError, match="`scorer` must be"):
-        ev.rerank_candidates(cands, 42)
+        rerank_candidates(cands, 42)
     with pytest.raises(ValueError, match="lacks columns"):
-        ev.rerank_candidates(_candidates([{"query_id": "q", "query": "x"}]), _count_apples)
+        rerank_candidates(_candidates([{"query_id": "q", "query": "x"}]), _count_apples)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +175,7 @@ def scifact_small():
 def test_bi_encoder_scores_are_cosines(minilm, scifact_small):
     _, cands = scifact_small
     row = cands[0]
-    run = ev.rerank_candidates(cands.select([0]), minilm, batch_size=16)
+    run = rerank_candidates(cands.select([0]), minilm, batch_size=16)
     q = minilm.encode([row["query"]], normalize_embeddings=True)
     d = minilm.encode(row["docs"][:3], normalize_embeddings=True)
     np.testing.assert_allclose([run[row["query_id"]][i] for i in row["doc_ids"][:3]], (d @ q.T)[:, 0], atol=1e-5)
@@ -182,16 +185,16 @@ def test_mteb_custom_task_matches_evaluate_run(minilm, scifact_small, tmp_path):
     """MTEB's NDCG@10 on the local task equals ours on the same run (MTEB rounds its aggregate to 5 decimals)."""
     pytest.importorskip("mteb")
     sub, cands = scifact_small
-    ours = ev.evaluate_reranker(cands, sub.qrels, scorer=minilm, return_run=True)
+    ours = evaluate_reranker(cands, sub.qrels, scorer=minilm, return_run=True)
     corpus_ids = {d for ids in cands["doc_ids"] for d in ids}
-    task = ev.make_mteb_task(sub, top_ranked=ev.top_ranked_from_candidates(cands), corpus_ids=corpus_ids)
-    scores = ev.run_mteb(minilm, task, prediction_folder=tmp_path)
-    mteb_ndcg = ev.mteb_metrics(scores, ("ndcg@10",))["ndcg@10"]
+    task = make_mteb_task(sub, top_ranked=top_ranked_from_candidates(cands), corpus_ids=corpus_ids)
+    scores = run_mteb(minilm, task, prediction_folder=tmp_path)
+    mteb_ndcg = mteb_metrics(scores, ("ndcg@10",))["ndcg@10"]
     assert mteb_ndcg == pytest.approx(round(ours["aggregate"]["ndcg@10"], 5), abs=1e-9)
-    assert ours["aggregate"]["ndcg@10"] > ev.evaluate_reranker(cands, sub.qrels)["aggregate"]["ndcg@10"]
+    assert ours["aggregate"]["ndcg@10"] > evaluate_reranker(cands, sub.qrels)["aggregate"]["ndcg@10"]
     # MTEB's own run (its saved predictions) scores the same as ours to 1e-6 per query
     predictions = json.loads(next(tmp_path.glob("*_predictions.json")).read_text())["default"]["test"]
-    theirs = ev.evaluate_run(predictions, sub.qrels)
+    theirs = evaluate_run(predictions, sub.qrels)
     for q, values in ours["per_query"].items():
         assert theirs["per_query"][q]["ndcg@10"] == pytest.approx(values["ndcg@10"], abs=1e-6)
 
@@ -200,10 +203,10 @@ def test_mteb_cross_encoder_reranks_top_ranked(tiny_cross_encoder, scifact_small
     pytest.importorskip("mteb")
     sub, cands = scifact_small
     metrics = ("ndcg@10", "ndcg@100", "recall@100")
-    ours = ev.evaluate_reranker(cands, sub.qrels, scorer=tiny_cross_encoder, metrics=metrics, return_run=True)
+    ours = evaluate_reranker(cands, sub.qrels, scorer=tiny_cross_encoder, metrics=metrics, return_run=True)
     assert len({s for docs in ours["run"].values() for s in docs.values()}) > 10  # a real, non-constant ranking
-    task = ev.make_mteb_task(sub, top_ranked=ev.top_ranked_from_candidates(cands), name="ZeloTinyCE")
-    mine = ev.mteb_metrics(ev.run_mteb(tiny_cross_encoder, task), metrics)
+    task = make_mteb_task(sub, top_ranked=top_ranked_from_candidates(cands), name="ZeloTinyCE")
+    mine = mteb_metrics(run_mteb(tiny_cross_encoder, task), metrics)
     assert 0.0 < ours["aggregate"]["ndcg@100"] < 1.0
     for metric in metrics:
         assert mine[metric] == pytest.approx(round(ours["aggregate"][metric], 5), abs=1e-9)
@@ -211,15 +214,15 @@ def test_mteb_cross_encoder_reranks_top_ranked(tiny_cross_encoder, scifact_small
 
 def test_markdown_and_card_rows():
     result = {"aggregate": {"ndcg@10": 0.61234, "recall@100": 0.9}, "num_queries": 75}
-    rows = [ev.result_row("bm25", "cranfield", "test", result), ev.result_row("zelo", "cranfield", "test", result)]
-    table = ev.results_to_markdown(rows)
+    rows = [result_row("bm25", "cranfield", "test", result), result_row("zelo", "cranfield", "test", result)]
+    table = results_to_markdown(rows)
     assert table.splitlines()[0] == "| model | dataset | split | queries | ndcg@10 | recall@100 |"
     assert "| bm25 | cranfield | test | 75 | 0.6123 | 0.9000 |" in table
-    card = ev.card_eval_rows(rows)
+    card = card_eval_rows(rows)
     assert card[0] == {"model": "bm25", "dataset": "cranfield", "split": "test", "metric": "ndcg@10", "value": 0.6123}
-    assert len(ev.card_eval_results(rows, "zelo")) == 2
+    assert len(card_eval_results(rows, "zelo")) == 2
     with pytest.raises(ValueError, match="`rows` is empty"):
-        ev.results_to_markdown([])
+        results_to_markdown([])
 
 
 def test_cross_query_auc_sees_what_per_query_metrics_cannot():
@@ -227,17 +230,17 @@ def test_cross_query_auc_sees_what_per_query_metrics_cannot():
     qrels = {"q1": {"a": 1, "b": 0}, "q2": {"c": 1, "d": 0}}
     calibrated = {"q1": {"a": 1.0, "b": 0.0}, "q2": {"c": 1.0, "d": 0.0}}
     shifted = {"q1": {"a": 1.0, "b": 0.0}, "q2": {"c": 11.0, "d": 10.0}}  # q2 offset by +10
-    assert ev.cross_query_auc(calibrated, qrels) == 1.0
-    assert ev.cross_query_auc(shifted, qrels) == pytest.approx(0.75)  # d (non-relevant, 10) beats a (relevant, 1)
-    assert ev.evaluate_run(calibrated, qrels)["aggregate"] == ev.evaluate_run(shifted, qrels)["aggregate"]
+    assert cross_query_auc(calibrated, qrels) == 1.0
+    assert cross_query_auc(shifted, qrels) == pytest.approx(0.75)  # d (non-relevant, 10) beats a (relevant, 1)
+    assert evaluate_run(calibrated, qrels)["aggregate"] == evaluate_run(shifted, qrels)["aggregate"]
     with pytest.raises(ValueError, match="needs relevant and non-relevant pairs"):
-        ev.cross_query_auc({"q1": {"a": 1.0}}, {"q1": {"a": 1}})
+        cross_query_auc({"q1": {"a": 1.0}}, {"q1": {"a": 1}})
 
 
 def test_seed_row_reports_mean_sd_and_seeds():
     results = [{"aggregate": {"ndcg@10": v, "mrr@10": 0.5}, "num_queries": 3} for v in (0.4, 0.6)]
-    row = ev.seed_row("m", "trained", results, seeds=[0, 1])
+    row = seed_row("m", "trained", results, seeds=[0, 1])
     assert row["ndcg@10"] == pytest.approx(0.5) and row["ndcg@10_sd"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
     assert row["seeds"] == [0, 1] and row["queries"] == 3 and row["kind"] == "trained"
     with pytest.raises(ValueError, match="`kind` must be one of"):
-        ev.seed_row("m", "baseline", results)
+        seed_row("m", "baseline", results)

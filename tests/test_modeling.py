@@ -3,14 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zelo_hf.modeling import (
-    ZERANK_CHAT_TEMPLATE,
-    load_reranker,
-    ranking,
-    rerank,
-    score_pairs,
-    write_sentence_transformers_files,
-)
+from zelo_hf.modeling.loading import ZERANK_CHAT_TEMPLATE, load_reranker
+from zelo_hf.modeling.saving import write_sentence_transformers_files
+from zelo_hf.modeling.scoring import ranking, rerank, score_pairs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -87,7 +82,8 @@ def test_errors_name_the_field(tiny_bert_path):
 def test_scores_through_a_ddp_style_wrapper(tiny_bert_path):
     import torch
 
-    from zelo_hf.modeling import encode_pointwise, forward_scores
+    from zelo_hf.modeling.encoding import encode_pointwise
+    from zelo_hf.modeling.scoring import forward_scores
 
     class Wrapper(torch.nn.Module):  # DDP and DeepSpeed engines expose the model as `.module`, not `.config`
         def __init__(self, module):
@@ -109,7 +105,8 @@ def test_first_token_last_layer_gives_the_full_forward_scores(tiny_bert_path, at
     import torch
     from transformers.models.bert.modeling_bert import BertLayer
 
-    from zelo_hf.modeling import encode_pointwise, first_token_last_layer, forward_scores
+    from zelo_hf.modeling.encoding import encode_pointwise
+    from zelo_hf.modeling.scoring import first_token_last_layer, forward_scores
 
     model, tok = load_reranker(tiny_bert_path, attn_implementation=attn)
     model.eval()
@@ -129,7 +126,7 @@ def test_first_token_last_layer_gives_the_full_forward_scores(tiny_bert_path, at
 
 
 def test_first_token_last_layer_leaves_training_and_other_models_alone(tiny_bert_path, tiny_qwen3_path):
-    from zelo_hf.modeling import first_token_last_layer
+    from zelo_hf.modeling.scoring import first_token_last_layer
 
     model, _ = load_reranker(tiny_bert_path)
     model.train()

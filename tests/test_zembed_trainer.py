@@ -84,7 +84,7 @@ def test_keep_best_restores_the_base_when_training_only_hurts_dev(tiny_bert_path
 def test_saved_router_scores_equal_the_training_scores(tiny_bert_path, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from zelo_hf.evaluation import as_score_fn
+    from zelo_hf.evaluation.scorers import as_score_fn
 
     train = label_set(6)
     trainer = ZembedTrainer(tiny_bert_path, args=config(tmp_path, num_train_epochs=1), train_dataset=train)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .data import RetrievalData
+from .schema import candidate_features
 from .utils import get_logger
 
 logger = get_logger(__name__)
@@ -61,13 +62,9 @@ def candidate_rows(
 
 
 def _dataset(columns: dict[str, list]):
-    from datasets import Dataset, Features, Sequence, Value
+    from datasets import Dataset
 
-    features = {"query_id": Value("string"), "query": Value("string"), "doc_ids": Sequence(Value("string")),
-                "docs": Sequence(Value("string")), "first_stage_scores": Sequence(Value("float64"))}
-    if "grades" in columns:
-        features["grades"] = Sequence(Value("int64"))
-    return Dataset.from_dict(columns, features=Features(features))
+    return Dataset.from_dict(columns, features=candidate_features(grades="grades" in columns))
 
 
 def bm25_candidates(

@@ -32,7 +32,9 @@ from trl import ModelConfig, TrlParser
 
 from ..candidates import bm25_candidates
 from ..data import load_retrieval_data, select_queries
-from ..evaluation import as_score_fn, card_eval_results, evaluate_reranker, result_row, results_to_markdown
+from ..evaluation.reports import card_eval_results, result_row, results_to_markdown
+from ..evaluation.reranking import evaluate_reranker
+from ..evaluation.scorers import as_score_fn
 from ..hub import load_dataset_any, load_split, push_folder, render_model_card
 from ..utils import get_logger, producing_command, resolve_model_name
 

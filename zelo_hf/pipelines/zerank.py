@@ -30,7 +30,7 @@ from typing import Any
 
 from trl import ModelConfig, TrlParser
 
-from ..evaluation import results_to_markdown
+from ..evaluation.reports import results_to_markdown
 from ..stages import StageRunner
 from ..trainer import PointwiseConfig
 from ..utils import get_logger

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sentence_transformers import SentenceTransformer
 
 from ..data import load_retrieval_data
-from ..evaluation import DEFAULT_METRICS, evaluate_reranker, evaluate_run, random_run, results_to_markdown, seed_row
+from ..evaluation.metrics import DEFAULT_METRICS, evaluate_run
+from ..evaluation.reports import results_to_markdown, seed_row
+from ..evaluation.reranking import evaluate_reranker, random_run
 from ..hub import load_split, push_folder, render_model_card
-from ..modeling import base_kind, load_reranker, score_pairs
+from ..modeling.loading import base_kind
+from ..modeling.scoring import RerankerScorer
 from ..plotting import plot_metrics, plot_score_distributions
 from ..stages import read_marker, write_json_atomic
 from ..utils import get_logger, producing_command, resolve_model_name
@@ -23,26 +25,6 @@ from .zerank_args import ZerankArguments
 from .zerank_training import seed_model_dir, training_seeds
 
 logger = get_logger(__name__)
-
-
-def reranker_score_fn(
-    model_path: str, batch_size: int, max_length: int | None = None, max_query_length: int = 64, seed: int = 0
-):
-    """``fn(queries, docs) -> scores`` of a reranker folder or name, scored the way training saw it.
-
-    ``seed`` fixes the initialisation of a fresh scoring head (an untrained base model), so "before" is reproducible.
-    """
-    torch.manual_seed(seed)
-    model, tokenizer = load_reranker(model_path)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-
-    def score(queries: list[str], docs: list[str]):
-        return score_pairs(
-            model, tokenizer, list(queries), list(docs), batch_size, max_length, max_query_length=max_query_length
-        )
-
-    return score
 
 
 def stage_evaluation(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
@@ -64,8 +46,8 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
     runs = {}
     cross = []
     for seed in seeds:
-        scorer = reranker_score_fn(str(seed_model_dir(output_dir / "pointwise", seeds, seed)), args.eval_batch_size,
-                                   **lengths)
+        scorer = RerankerScorer(str(seed_model_dir(output_dir / "pointwise", seeds, seed)),
+                                batch_size=args.eval_batch_size, **lengths)
         cross.append(evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
                                        return_run=True))
     runs["zELO reranker"] = cross[0]["run"]
@@ -137,7 +119,7 @@ def _base_row(args, model_args, output_dir: Path, candidates, qrels, metrics, le
         result = evaluate_reranker(candidates, qrels, scorer=encoder, metrics=metrics, batch_size=args.eval_batch_size,
                                    return_run=True)
     else:
-        scorer = reranker_score_fn(base, args.eval_batch_size, **lengths)
+        scorer = RerankerScorer(base, batch_size=args.eval_batch_size, **lengths)
         result = evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
                                    return_run=True)
     names = {"bi": "bi-encoder cosine", "cross": "its own cross-encoder head", "causal": "zerank 'Yes' logit"}
