@@ -15,6 +15,8 @@ import importlib
 import os
 import sys
 
+from . import __version__
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 COMMANDS: dict[str, str] = {
@@ -56,8 +58,6 @@ def _usage() -> str:
 
 
 def _version() -> str:
-    from . import __version__
-
     return f"zelo-hf {__version__}"
 
 

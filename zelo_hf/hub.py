@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .utils import get_logger, looks_local, missing_path_error, redact, scrub_paths
+from .utils import get_logger, looks_local, missing_path_error, producing_command, redact, scrub_paths
 
 logger = get_logger(__name__)
 
@@ -51,8 +51,6 @@ def render_step_card(title: str, description: str, tags: list[str], details: dic
     """A short ``DatasetCard`` for an intermediate folder (candidate sets, pairs to judge): what it is, how it was
     made, its columns; every command that writes a folder writes a card (issue #11). Paths and secrets scrubbed."""
     from huggingface_hub import DatasetCard, DatasetCardData
-
-    from .utils import producing_command
 
     data = DatasetCardData(tags=["zelo", *tags])
     lines = [f"---\n{data.to_yaml()}\n---", "", f"# {title}", "", description, "",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
+from .graphs import comparison_graph
+
 __all__ = ["latent_scores", "simulate_probs", "simulate_queries", "SimulatedQueries"]
 
 
@@ -110,8 +112,6 @@ def simulate_queries(
     scores are shifted by a true offset ``N(0, offset_sd^2)`` (for cross-query calibration tests); within-query
     labels do not depend on it. ``judge_kwargs`` go to :func:`simulate_probs`.
     """
-    from .graphs import comparison_graph
-
     rng = _rng(seed)
     sizes = np.broadcast_to(np.asarray(n_docs, dtype=np.int64), (n_queries,)).copy()
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
