@@ -13,7 +13,8 @@ from .. import candidates as first_stage
 from ..adaptive import adaptive_judge
 from ..calibration import calibrate_labels, sample_cross_query_pairs
 from ..data import load_retrieval_data, plan_queries, split_by_query
-from ..evaluation import cross_query_auc, label_run
+from ..evaluation.metrics import cross_query_auc
+from ..evaluation.reranking import label_run
 from ..hub import has_split, load_split, save_dataset_folder
 from ..judges import EnsembleJudge, PairwiseModelJudge, SimulatedJudge, judge_from_config
 from ..label_sets import label_summary, save_label_set
