@@ -52,3 +52,17 @@ def test_card_templates_ship_inside_the_package():
     assert "model_cards" not in setup and "templates/*.md" in setup
     with pytest.raises(FileNotFoundError, match="pick one of"):
         template_path("nope.md")
+
+
+def test_load_split_reads_every_shard_of_a_label_set(tmp_path):
+    """A large label set is written in shards (data/train-0000k-of-0000n.parquet): a stage reads all of them."""
+    from zelo_hf.hub import has_split, load_split
+
+    rows = Dataset.from_dict({"query_id": [str(i) for i in range(10)]})
+    (tmp_path / "data").mkdir()
+    for k in range(3):
+        rows.shard(3, k, contiguous=True).to_parquet(str(tmp_path / "data" / f"train-{k:05d}-of-00003.parquet"))
+    assert has_split(tmp_path, "train") and not has_split(tmp_path, "eval")
+    assert load_split(tmp_path, "train")["query_id"] == rows["query_id"]
+    with pytest.raises(FileNotFoundError, match="split 'eval' has not completed"):
+        load_split(tmp_path, "eval")

@@ -108,18 +108,26 @@ def split_path(folder: str | Path, split: str) -> Path:
     return Path(folder) / "data" / f"{split}-00000-of-00001.parquet"
 
 
+def split_files(folder: str | Path, split: str) -> list[Path]:
+    """The parquet file(s) of one split: ``save_dataset_folder`` writes one, ``save_label_set`` shards a large label
+    set into ``data/<split>-0000k-of-0000n.parquet``."""
+    return sorted((Path(folder) / "data").glob(f"{split}-*-of-*.parquet"))
+
+
 def load_split(folder: str | Path, split: str):
-    """One split of a folder written by ``save_dataset_folder`` (a pipeline stage's artifact)."""
+    """One split of a folder written by ``save_dataset_folder`` / ``save_label_set`` (a pipeline stage's artifact),
+    every shard in order."""
     from datasets import Dataset
 
-    path = split_path(folder, split)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: the stage that writes split {split!r} has not completed.")
-    return Dataset.from_parquet(str(path))
+    files = split_files(folder, split)
+    if not files:
+        raise FileNotFoundError(f"{split_path(folder, split)} not found: the stage that writes split {split!r} has "
+                                "not completed.")
+    return Dataset.from_parquet([str(f) for f in files])
 
 
 def has_split(folder: str | Path, split: str) -> bool:
-    return split_path(folder, split).exists()
+    return bool(split_files(folder, split))
 
 
 def push_folder(
