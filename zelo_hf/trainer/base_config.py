@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from transformers import TrainingArguments
 
-from ..modeling import check_lengths
+from ..modeling.encoding import check_lengths
 
 
 @dataclass

@@ -18,7 +18,8 @@ from accelerate.utils import DistributedType
 from transformers import Trainer
 
 from .. import hub
-from ..modeling import load_reranker, prepare_model_and_tokenizer, write_sentence_transformers_files, zelo_config
+from ..modeling.loading import load_reranker, prepare_model_and_tokenizer, zelo_config
+from ..modeling.saving import write_sentence_transformers_files
 from ..utils import get_logger, producing_command
 from .base_config import RerankerConfig
 from .lora import attach_lora
@@ -47,7 +48,7 @@ class RerankerTrainer(Trainer):
     card and upload.
 
     Args:
-        model: a model name/path (loaded with ``args.head``) or a model from ``zelo_hf.modeling.load_reranker``.
+        model: a model name/path (loaded with ``args.head``) or a model from ``zelo_hf.modeling.loading.load_reranker``.
         args: the subclass's config (a :class:`RerankerConfig`); its defaults when None.
         train_dataset, eval_dataset: datasets in the subclass's schema (``eval_dataset`` may be a dict of them).
         processing_class: the tokenizer (required with a loaded model).

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..modeling import encode_pairwise, encode_pointwise
+from ..modeling.encoding import encode_pairwise, encode_pointwise
 
 
 def _column(features: list[dict[str, Any]], name: str, dtype=torch.float32) -> torch.Tensor:

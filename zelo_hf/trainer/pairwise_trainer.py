@@ -1,7 +1,7 @@
 """The pairwise small model (ZELO.md step 4): distil the LLM judges' soft preferences with BCE.
 
 Input rows follow the preference-set schema (``query``, ``doc_a``, ``doc_b``, ``prob_a``; other columns are
-ignored). The trained model judges new comparison graphs through :class:`zelo_hf.modeling.PairwiseScorer`.
+ignored). The trained model judges new comparison graphs through :class:`zelo_hf.modeling.scoring.PairwiseScorer`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..modeling import forward_scores
+from ..modeling.scoring import forward_scores
 from ..schema import check_numbers, check_texts, require_columns
 from .base_trainer import RerankerTrainer, card_values
 from .collators import PairwiseCollator

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..modeling import forward_scores
+from ..modeling.scoring import forward_scores
 from ..schema import check_numbers, check_texts, require_columns
 from ..utils import get_logger
 from .base_trainer import RerankerTrainer, card_values
