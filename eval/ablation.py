@@ -192,21 +192,21 @@ def _candidates(data, depth: int, folder: Path):
 def _comparisons(candidates, degree: int | None, seed: int):
     """Pairs of each query's graph (``degree=None``: dense), ids only: the simulated judge reads ids, not texts."""
     from zelo_hf.graphs import comparison_graph, dense_graph
-    from zelo_hf.judges import Comparison
-    from zelo_hf.preferences import _query_seed
+    from zelo_hf.judging.pairs import query_seed
+    from zelo_hf.judging.votes import Comparison
 
     pairs = []
     for row in candidates:
         qid, ids = str(row["query_id"]), [str(d) for d in row["doc_ids"]]
         if len(ids) < 2:
             continue
-        edges = dense_graph(len(ids)) if degree is None else comparison_graph(len(ids), degree, _query_seed(seed, qid))
+        edges = dense_graph(len(ids)) if degree is None else comparison_graph(len(ids), degree, query_seed(seed, qid))
         pairs += [Comparison(row["query"], "", "", None, qid, ids[a], ids[b]) for a, b in edges]
     return pairs
 
 
 def _judge(train_qrels, args: AblationArguments, held_out: set[str]):
-    from zelo_hf.judges import SimulatedJudge
+    from zelo_hf.judging.local import SimulatedJudge
 
     # The wrinkle: the simulated judge is built from the test collection's judgments. Only the training queries'
     # judgments may reach it; the held-out queries' qrels are for scoring only.
@@ -216,7 +216,7 @@ def _judge(train_qrels, args: AblationArguments, held_out: set[str]):
 
 
 def _preferences(candidates, judge, degree: int | None, args: AblationArguments, folder: Path):
-    from zelo_hf.preferences import judge_pairs
+    from zelo_hf.judging.preferences import judge_pairs
 
     def build():
         pairs = _comparisons(candidates, degree, args.judge_seed)
@@ -230,8 +230,8 @@ def _labels(prefs, judge, args: AblationArguments, folder: Path):
     from datasets import load_from_disk
 
     from zelo_hf.calibration import calibrate_labels, sample_cross_query_pairs
+    from zelo_hf.judging.preferences import judge_pairs
     from zelo_hf.labeling import label_preferences
-    from zelo_hf.preferences import judge_pairs
 
     meta_path = folder.parent / f"{folder.name}.json"
     if (folder / "dataset_info.json").exists() and meta_path.exists():

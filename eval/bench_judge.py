@@ -3,7 +3,7 @@
 For each concurrency (default 64 and 256) it times, in the same run and against the same server:
 
 * ``bare``: a plain ``litellm.acompletion`` loop (semaphore, prebuilt prompts, nothing else);
-* ``pipeline``: :func:`zelo_hf.preferences.judge_pairs` with a :class:`LiteLLMJudge` -- seeded swap, prompt
+* ``pipeline``: :func:`zelo_hf.judging.preferences.judge_pairs` with a :class:`LiteLLMJudge` -- seeded swap, prompt
   rendering, SQLite cache lookups and one committed row per answer, parsing, and the preference ``Dataset``.
 
 The ratio pipeline / bare is the overhead of everything that protects the bill (target >= 0.8); on a shared
@@ -48,7 +48,7 @@ def start_server() -> tuple[subprocess.Popen, str]:
 
 
 def make_pairs(n: int, tag: str):
-    from zelo_hf.judges import Comparison
+    from zelo_hf.judging.votes import Comparison
 
     return [
         Comparison(
@@ -67,7 +67,7 @@ def make_pairs(n: int, tag: str):
 async def bare_loop(url: str, messages: list, concurrency: int) -> float:
     import litellm
 
-    from zelo_hf.judges import flush_litellm_logging
+    from zelo_hf.judging.litellm_judge import flush_litellm_logging
 
     semaphore = asyncio.Semaphore(concurrency)
 
@@ -93,8 +93,8 @@ async def bare_loop(url: str, messages: list, concurrency: int) -> float:
 
 
 def pipeline(url: str, pairs, concurrency: int, cache_path: str):
-    from zelo_hf.judges import LiteLLMJudge
-    from zelo_hf.preferences import judge_pairs
+    from zelo_hf.judging.litellm_judge import LiteLLMJudge
+    from zelo_hf.judging.preferences import judge_pairs
 
     judge = LiteLLMJudge("openai/stub", api_base=url, cost_per_token=(1e-7, 4e-7))
     start = time.perf_counter()
@@ -107,8 +107,8 @@ def batch_path(pairs, cache_path: str) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from openai_batch_server import StubBatchServer
 
-    from zelo_hf.judges import LiteLLMJudge
-    from zelo_hf.preferences import judge_pairs
+    from zelo_hf.judging.litellm_judge import LiteLLMJudge
+    from zelo_hf.judging.preferences import judge_pairs
 
     with StubBatchServer(batch_delay=0.0, lifetime=900) as server:
         judge = LiteLLMJudge("openai/stub", api_base=server.url, cost_per_token=(1e-7, 4e-7), timeout=300.0)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import litellm
 
-    from zelo_hf.judges import LiteLLMJudge
+    from zelo_hf.judging.litellm_judge import LiteLLMJudge
 
     litellm.suppress_debug_info = True
     server, url = start_server()

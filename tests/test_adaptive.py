@@ -11,7 +11,7 @@ from datasets import Dataset
 
 from zelo_hf.adaptive import adaptive_judge, check_adaptive_args, pair_utility, select_pairs
 from zelo_hf.graphs import comparison_graph, is_connected
-from zelo_hf.judges import SimulatedJudge, _digest
+from zelo_hf.judging.local import SimulatedJudge
 
 N_QUERIES, N_DOCS = 5, 24
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,21 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 class SpyJudge(SimulatedJudge):
     """A simulated judge that is billed like an LLM: answers are cached, and every call is counted."""
 
-    cacheable = True
+    chunk_size = 1  # pairs go one by one through the cache
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.calls = 0
 
-    def cache_key(self, c, swapped):
-        return _digest("spy", self.seed, c.query_id, c.doc_a_id, c.doc_b_id, swapped).hex()
+    def cache_identity(self):
+        return "spy", self.seed
 
-    def judge_batch(self, comparisons):
-        return None  # no vectorised path: pairs go one by one through the cache
-
-    async def acompare_comparison(self, c):
-        self.calls += 1
-        return SimulatedJudge.judge_batch(self, [c])[0]
+    async def acompare_many(self, comparisons, concurrency=64):
+        self.calls += len(comparisons)
+        return await super().acompare_many(comparisons, concurrency)
 
 
 @pytest.fixture
@@ -143,10 +140,10 @@ class CrashingJudge(SpyJudge):
         super().__init__(*args, **kwargs)
         self.limit = limit
 
-    async def acompare_comparison(self, c):
+    async def acompare_many(self, comparisons, concurrency=64):
         if self.calls >= self.limit:
             raise KeyboardInterrupt("killed")
-        return await super().acompare_comparison(c)
+        return await super().acompare_many(comparisons, concurrency)
 
 
 def test_resume_after_a_crash_mid_round_pays_each_pair_once(data, tmp_path):
@@ -165,7 +162,7 @@ def test_resume_after_a_crash_mid_round_pays_each_pair_once(data, tmp_path):
 
 
 def test_first_round_is_the_plain_judging_graph_and_small_queries_are_dense(data, tmp_path):
-    from zelo_hf.preferences import judge_pairs
+    from zelo_hf.judging.preferences import judge_pairs
 
     candidates, qrels = data
     cache = tmp_path / "j.sqlite"

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from zelo_hf.cache import JudgmentCache
-from zelo_hf.judges import Comparison, LiteLLMJudge, Vote
-from zelo_hf.preferences import judge_pairs
+from zelo_hf.judging.cache import JudgmentCache
+from zelo_hf.judging.litellm_judge import LiteLLMJudge
+from zelo_hf.judging.preferences import judge_pairs
+from zelo_hf.judging.votes import Comparison, Vote
 
 
 def test_roundtrip_wal_and_failures_kept_apart(tmp_path):

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zelo_hf.cache import JudgmentCache
-from zelo_hf.judges import Comparison, LiteLLMJudge
-from zelo_hf.preferences import judge_pairs
+from zelo_hf.judging.cache import JudgmentCache
+from zelo_hf.judging.litellm_judge import LiteLLMJudge
+from zelo_hf.judging.preferences import judge_pairs
+from zelo_hf.judging.votes import Comparison
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_batch_server import StubBatchServer  # noqa: E402
@@ -68,7 +69,7 @@ def test_a_batch_that_partly_fails_records_each_failure_with_its_reason(tmp_path
 
 
 def test_batches_are_split_at_the_request_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr("zelo_hf.preferences.BATCH_LIMITS", (4, 200 * 1024 * 1024))
+    monkeypatch.setattr("zelo_hf.judging.batch.BATCH_LIMITS", (4, 200 * 1024 * 1024))
     with StubBatchServer(_behaviour) as server:
         judge = LiteLLMJudge("openai/stub", api_base=server.url, **FAST)
         summary = judge_pairs(_pairs(["ok"] * 10), judge, cache=tmp_path / "c.sqlite", **POLL).summary
@@ -100,8 +101,8 @@ _CHILD = textwrap.dedent(
     import sys
     sys.path.insert(0, sys.argv[3])
     from test_judge_batch import FAST, POLL, _pairs
-    from zelo_hf.judges import LiteLLMJudge
-    from zelo_hf.preferences import judge_pairs
+    from zelo_hf.judging.litellm_judge import LiteLLMJudge
+    from zelo_hf.judging.preferences import judge_pairs
     judge = LiteLLMJudge("openai/stub", api_base=sys.argv[1], **FAST)
     judge_pairs(_pairs(["ok"] * 12), judge, cache=sys.argv[2], **POLL)
     """

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zelo_hf.cache import JudgmentCache
-from zelo_hf.judges import Comparison, LiteLLMJudge
-from zelo_hf.preferences import judge_pairs, save_preference_set
+from zelo_hf.judging.cache import JudgmentCache, cache_key
+from zelo_hf.judging.litellm_judge import LiteLLMJudge
+from zelo_hf.judging.preference_set import save_preference_set
+from zelo_hf.judging.preferences import judge_pairs
+from zelo_hf.judging.votes import Comparison
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_stub_server import REFUSAL, StubOpenAIServer, ok, prompt_key  # noqa: E402
@@ -142,8 +144,9 @@ def test_planted_api_key_never_reaches_logs_cache_datasets_or_cards(tmp_path, mo
 _CHILD = textwrap.dedent(
     """
     import json, sys
-    from zelo_hf.judges import Comparison, LiteLLMJudge
-    from zelo_hf.preferences import judge_pairs
+    from zelo_hf.judging.litellm_judge import LiteLLMJudge
+    from zelo_hf.judging.preferences import judge_pairs
+    from zelo_hf.judging.votes import Comparison
     url, cache, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     pairs = [Comparison("resume?", f"doc {i}", f"other {i}", None, "q", f"d{i}", f"o{i}") for i in range(n)]
     judge = LiteLLMJudge("openai/stub", api_base=url, retry_wait=(0.01, 0.05))
@@ -171,7 +174,7 @@ def test_resume_after_sigkill_loses_nothing_and_rebills_nothing(tmp_path):
         assert child.returncode == -signal.SIGKILL and 40 <= answered_before < n  # killed mid-way
         cache = JudgmentCache(cache_path)
         judge = LiteLLMJudge("openai/stub", api_base=server.url, retry_wait=(0.01, 0.05))
-        keys = {c.doc_a_id: judge.cache_key(c, judge.swap_for(c)) for c in pairs}
+        keys = {c.doc_a_id: cache_key(judge, c) for c in pairs}
         saved = set(cache.get_many(keys.values()))
         cache.close()
         # Zero lost answers: everything the client received was committed; only calls in flight are missing.
@@ -399,7 +402,7 @@ def test_uncut_documents_keep_their_cache_keys():
     settings = ("score", 0.0, 256, [])
     old = hashlib.sha256(json.dumps(["openai/gpt-4o-mini", "pairwise-v1", settings, c.query, None, c.doc_a, c.doc_b,
                                      True], ensure_ascii=False, default=str).encode()).hexdigest()
-    assert judge.cache_key(c, True) == old
+    assert cache_key(judge, c, True) == old
 
 
 # ---------------------------------------------------------------- issue #10: adaptive concurrency (AIMD)

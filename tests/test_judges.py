@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from zelo_hf.judges import (
-    Comparison,
-    EnsembleJudge,
-    LiteLLMJudge,
-    PairwiseModelJudge,
-    RateLimiter,
-    SimulatedJudge,
-    Vote,
-    combine_votes,
-    judge_from_config,
-)
-from zelo_hf.prompts import ParseError, build_messages, neutralise, parse_answer, parse_logprobs, parse_score
+from zelo_hf.judging.base import EnsembleJudge
+from zelo_hf.judging.cache import cache_key
+from zelo_hf.judging.factory import build_judge, judge_from_config
+from zelo_hf.judging.limits import RateLimiter
+from zelo_hf.judging.litellm_judge import LiteLLMJudge
+from zelo_hf.judging.local import PairwiseModelJudge, SimulatedJudge
+from zelo_hf.judging.pricing import prompt_token_counts
+from zelo_hf.judging.prompts import ParseError, build_messages, neutralise, parse_answer, parse_logprobs, parse_score
+from zelo_hf.judging.votes import Comparison, Vote, combine_votes
 
 PAIRS = [Comparison("what is zelo", f"document number {i} about rerankers", f"another text {i}") for i in range(16)]
 
@@ -112,12 +109,12 @@ def test_swap_disabled_shows_a_first():
 
 def test_refusal_is_retried_then_a_failed_vote_never_a_tie():
     judge = LiteLLMJudge("openai/gpt-4o-mini", mock_response="I'm sorry, I can't compare these.", max_parse_retries=2)
-    vote = asyncio.run(judge.acompare("q", "doc a", "doc b"))
+    vote = judge.compare_many([Comparison("q", "doc a", "doc b")])[0]
     assert vote.prob_a is None and not vote.ok
     assert "unparseable answer after 3 attempt(s)" in vote.error
     # All three billed attempts are accounted for.
     single = LiteLLMJudge("openai/gpt-4o-mini", mock_response="I'm sorry.", max_parse_retries=0)
-    one = asyncio.run(single.acompare("q", "doc a", "doc b"))
+    one = single.compare_many([Comparison("q", "doc a", "doc b")])[0]
     assert vote.completion_tokens == 3 * one.completion_tokens > 0 and vote.cost == pytest.approx(3 * one.cost)
 
 
@@ -132,14 +129,14 @@ def test_cache_key_depends_on_settings_and_order():
     c = PAIRS[0]
     base = LiteLLMJudge("openai/gpt-4o-mini")
     keys = {
-        base.cache_key(c, False),
-        base.cache_key(c, True),
-        LiteLLMJudge("openai/gpt-4o-mini", prompt_version="v2").cache_key(c, False),
-        LiteLLMJudge("openai/gpt-4o-mini", answer_format="verdict").cache_key(c, False),
-        LiteLLMJudge("openai/gpt-4o").cache_key(c, False),
+        cache_key(base, c, False),
+        cache_key(base, c, True),
+        cache_key(LiteLLMJudge("openai/gpt-4o-mini", prompt_version="v2"), c, False),
+        cache_key(LiteLLMJudge("openai/gpt-4o-mini", answer_format="verdict"), c, False),
+        cache_key(LiteLLMJudge("openai/gpt-4o"), c, False),
     }
     assert len(keys) == 5
-    assert LiteLLMJudge("openai/gpt-4o-mini", seed=9).cache_key(c, False) == base.cache_key(c, False)
+    assert cache_key(LiteLLMJudge("openai/gpt-4o-mini", seed=9), c, False) == cache_key(base, c, False)
 
 
 def test_dry_run_estimate_counts_tokens_and_dollars_without_calls():
@@ -153,7 +150,7 @@ def test_dry_run_estimate_counts_tokens_and_dollars_without_calls():
     assert est["price_known"] and not LiteLLMJudge("openai/unpriced-local-model").estimate(PAIRS[:2])["price_known"]
     # Counting each text once and adding the template gives every call's tokens to within a few per prompt.
     exact = [litellm.token_counter(model=judge.model, messages=judge.messages(c, False)) for c in PAIRS]
-    np.testing.assert_allclose(judge.prompt_token_counts(PAIRS), exact, atol=4)
+    np.testing.assert_allclose(prompt_token_counts(judge, PAIRS), exact, atol=4)
 
 
 def test_each_call_is_priced_on_its_own_with_the_batch_price_beside_it():
@@ -164,7 +161,7 @@ def test_each_call_is_priced_on_its_own_with_the_batch_price_beside_it():
     judge = LiteLLMJudge("gemini/gemini-2.5-pro")
     pairs = [Comparison(f"query {i}", "a relevant document " * 40, f"another document {i} " * 40) for i in range(600)]
     est = judge.estimate(pairs)
-    tokens = judge.prompt_token_counts(pairs)
+    tokens = prompt_token_counts(judge, pairs)
     assert est["prompt_tokens"] == tokens.sum() > 200_000 and tokens.max() < 200_000
     per_call = sum(sum(litellm.cost_per_token(judge.model, int(p), 60)) for p in tokens)
     as_one_call = sum(litellm.cost_per_token(judge.model, est["prompt_tokens"], est["completion_tokens"]))
@@ -204,10 +201,10 @@ def test_rate_limiter_waits_for_tokens_and_requests():
 def test_ensemble_keeps_votes_and_fails_only_when_all_fail():
     good = LiteLLMJudge("openai/gpt-4o-mini", mock_response="SCORE: 1", swap=False, name="good")
     bad = LiteLLMJudge("openai/gpt-4o-mini", mock_response="no idea", max_parse_retries=0, name="bad")
-    vote = asyncio.run(EnsembleJudge([good, bad]).acompare("q", "a", "b"))
+    vote = EnsembleJudge([good, bad]).compare_many([Comparison("q", "a", "b")])[0]
     assert vote.prob_a == 1.0 and vote.error is None  # partial failure: labelled from the successful vote
     worse = LiteLLMJudge("openai/gpt-4o-mini", mock_response="???", max_parse_retries=0, name="worse")
-    failed = asyncio.run(EnsembleJudge([bad, worse]).acompare("q", "a", "b"))
+    failed = EnsembleJudge([bad, worse]).compare_many([Comparison("q", "a", "b")])[0]
     assert failed.prob_a is None and "bad:" in failed.error and "worse:" in failed.error
     assert combine_votes([Vote("x", prob_a=0.2), Vote("y", prob_a=0.9), Vote("z", error="boom")], "median") == 0.55
     with pytest.raises(ValueError, match="distinct names"):
@@ -221,15 +218,30 @@ def test_ensemble_keeps_votes_and_fails_only_when_all_fail():
 QRELS = {"q1": {"d1": 4, "d2": 2, "d3": 0}, "q2": {"e1": 1}}
 
 
+def test_an_ensemble_passes_the_ids_through_to_its_members():
+    """Issue #9: EnsembleJudge.compare_many (and Judge.compare_many) dropped query_id / doc_*_id, so an ensemble of
+    simulated judges raised "SimulatedJudge needs ids" outside judge_pairs."""
+    members = [SimulatedJudge(QRELS, name="sim-a", seed=1), SimulatedJudge(QRELS, name="sim-b", seed=2)]
+    cs = [Comparison("q", "", "", None, "q1", "d1", "d2"), Comparison("q", "", "", None, "q1", "d3", "d1"),
+          Comparison("q", "", "", "q2", "q1", "d2", "e1", "q2")]
+    votes = EnsembleJudge(members).compare_many(cs)
+    alone = [m.compare_many(cs) for m in members]
+    assert [v.prob_a for v in votes] == pytest.approx([(a.prob_a + b.prob_a) / 2 for a, b in zip(*alone)])
+    assert votes[0].prob_a > 0.5 > votes[1].prob_a and all(v.ok for v in votes)
+    median = EnsembleJudge(members, combine="median")
+    assert asyncio.run(median.acompare_many(cs[:1]))[0].prob_a == pytest.approx(votes[0].prob_a)
+
+
+
 def test_simulated_judge_is_deterministic_and_order_free():
     judge = SimulatedJudge(QRELS, seed=1)
     cs = [Comparison("q", "", "", None, "q1", a, b) for a, b in [("d1", "d2"), ("d2", "d3"), ("d3", "d1")] * 3]
-    votes = judge.judge_batch(cs)
-    reversed_votes = judge.judge_batch(cs[::-1])[::-1]
+    votes = judge.compare_many(cs)
+    reversed_votes = judge.compare_many(cs[::-1])[::-1]
     assert [v.prob_a for v in votes] == [v.prob_a for v in reversed_votes]
     assert votes[0].prob_a == votes[3].prob_a  # same pair, same vote
     assert votes[0].prob_a > 0.5 > votes[2].prob_a  # grade 4 beats grade 2; grade 0 loses to grade 4
-    other_seed = SimulatedJudge(QRELS, seed=2).judge_batch(cs[:3])
+    other_seed = SimulatedJudge(QRELS, seed=2).compare_many(cs[:3])
     assert [v.prob_a for v in other_seed] != [v.prob_a for v in votes[:3]]
 
 
@@ -242,7 +254,7 @@ def test_simulated_judge_follows_the_zelo_noise_model_and_is_fast():
     a, b = rng.integers(0, n_docs, 50_000), rng.integers(0, n_docs, 50_000)
     cs = [Comparison("q", "", "", None, "q", f"d{i}", f"d{j}") for i, j in zip(a, b)]
     start = time.perf_counter()
-    votes = judge.judge_batch(cs)
+    votes = judge.compare_many(cs)
     assert time.perf_counter() - start < 3.0
     probs = np.array([v.prob_a for v in votes])
     diff = judge.grade_scale * (grades[a] - grades[b])
@@ -253,12 +265,13 @@ def test_simulated_judge_follows_the_zelo_noise_model_and_is_fast():
 
 def test_simulated_judge_cross_query_and_position_bias():
     judge = SimulatedJudge(QRELS, noise_sd=0.0, uniform_rate=0.0)
-    vote = asyncio.run(judge.acompare("q1", "", "", "q2", query_id="q1", doc_a_id="d2", doc_b_id="e1", query_b_id="q2"))
+    vote = judge.compare_many([Comparison("q1", "", "", "q2", query_id="q1", doc_a_id="d2", doc_b_id="e1",
+                                          query_b_id="q2")])[0]
     assert vote.prob_a == pytest.approx(expit(judge.grade_scale * (2 - 1)))
     biased = SimulatedJudge(QRELS, noise_sd=0.0, uniform_rate=0.0, position_bias=1.0, swap=False)
-    assert biased.judge_batch([Comparison("q", "", "", None, "q1", "d2", "d2")])[0].prob_a == pytest.approx(expit(1.0))
+    assert biased.compare_many([Comparison("q", "", "", None, "q1", "d2", "d2")])[0].prob_a == pytest.approx(expit(1.0))
     with pytest.raises(ValueError, match="needs ids"):
-        judge.judge_batch([Comparison("q", "a", "b")])
+        judge.compare_many([Comparison("q", "a", "b")])
 
 
 # ---------------------------------------------------------------- pairwise model judge and configs
@@ -268,11 +281,23 @@ def test_pairwise_model_judge_with_a_tiny_trained_model(tiny_bert_path):
     judge = PairwiseModelJudge(tiny_bert_path, batch_size=4)
     cs = [Comparison("the cat", "the cat sat on the mat", "stock market fell"),
           Comparison("the cat", "stock market fell", "the cat sat on the mat")]
-    votes = judge.judge_batch(cs)
+    votes = judge.compare_many(cs)
     assert all(v.ok and 0 <= v.prob_a <= 1 for v in votes)
     assert votes[0].prob_a == pytest.approx(1 - votes[1].prob_a, abs=1e-5)  # antisymmetric: no position bias
     with pytest.raises(ValueError, match="cross-query"):
-        judge.judge_batch([Comparison("q", "a", "b", query_b="q2")])
+        judge.compare_many([Comparison("q", "a", "b", query_b="q2")])
+
+
+def test_build_judge_is_the_one_factory():
+    one = build_judge(["openai/gpt-4o-mini"], seed=3, llm_defaults={"rpm": 50, "api_base": None})
+    assert isinstance(one, LiteLLMJudge) and one.limiter.rpm == 50 and one.seed == 3 and one.api_base is None
+    sim = build_judge([{"model": "simulated", "noise_sd": 0.5}], qrels=QRELS, seed=2)
+    assert isinstance(sim, SimulatedJudge) and sim.noise_sd == 0.5 and sim.seed == 2
+    both = build_judge(["simulated", {"model": "openai/gpt-4o-mini", "name": "gpt"}], qrels=QRELS, combine="median")
+    assert isinstance(both, EnsembleJudge) and both.combine == "median" and [j.name for j in both.leaves()] == [
+        "simulated", "gpt"]
+    with pytest.raises(ValueError, match="no judge given"):
+        build_judge([])
 
 
 def test_judge_from_config():

@@ -9,8 +9,12 @@ import pytest
 import yaml
 from datasets import Dataset, load_dataset
 
-from zelo_hf.judges import EnsembleJudge, LiteLLMJudge, SimulatedJudge
-from zelo_hf.preferences import build_pairs, judge_pairs, save_preference_set
+from zelo_hf.judging.base import EnsembleJudge
+from zelo_hf.judging.litellm_judge import LiteLLMJudge
+from zelo_hf.judging.local import SimulatedJudge
+from zelo_hf.judging.pairs import build_pairs
+from zelo_hf.judging.preference_set import save_preference_set
+from zelo_hf.judging.preferences import judge_pairs
 
 N_QUERIES, N_DOCS = 4, 12
 QRELS = {f"q{q}": {f"d{q}_{d}": (d * 7 + q) % 5 for d in range(N_DOCS)} for q in range(N_QUERIES)}
@@ -114,13 +118,14 @@ def test_dry_run_hashes_nothing_and_counts_each_text_once(candidates, monkeypatc
     and counted tokens per pair; without a cache there is nothing to look up, and a document is counted once."""
     import litellm
 
-    import zelo_hf.judges as judges
+    from zelo_hf.judging import base, cache, local, pricing, votes
 
     digests, encoded = [], []
-    real_digest, real_encode = judges._digest, litellm.encode
-    monkeypatch.setattr(judges, "_digest", lambda *parts: digests.append(1) or real_digest(*parts))
+    real_digest, real_encode = votes.digest, litellm.encode
+    for module in (base, cache, local):  # every module that hashes (swap coins, cache keys, simulated noise)
+        monkeypatch.setattr(module, "digest", lambda *parts: digests.append(1) or real_digest(*parts))
     monkeypatch.setattr(litellm, "encode", lambda **kw: encoded.append(kw["text"]) or real_encode(**kw))
-    judges._TOKEN_COUNTS.clear()
+    pricing._TOKEN_COUNTS.clear()
     gpt, claude = LiteLLMJudge("openai/gpt-4o-mini", name="gpt"), LiteLLMJudge("anthropic/claude-sonnet-4-5")
     est = judge_pairs(candidates, EnsembleJudge([gpt, claude]), degree=8, dry_run=True, progress=False).summary
     assert est["calls"] == 2 * N_QUERIES * N_DOCS * 4 and digests == []

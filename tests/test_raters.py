@@ -76,8 +76,9 @@ def test_intransitive_triangles_and_agreement():
 def test_fit_raters_reads_a_preference_set_with_simulated_raters():
     from datasets import Dataset
 
-    from zelo_hf.judges import EnsembleJudge, SimulatedJudge
-    from zelo_hf.preferences import judge_pairs
+    from zelo_hf.judging.base import EnsembleJudge
+    from zelo_hf.judging.local import SimulatedJudge
+    from zelo_hf.judging.preferences import judge_pairs
 
     rng = np.random.default_rng(0)
     qrels = {f"q{q}": {f"d{d}": int(rng.integers(0, 5)) for d in range(16)} for q in range(6)}

@@ -48,19 +48,19 @@ def zerank_args(model_path: str, output_dir: Path, *flags: str):
 
 
 class JudgeSpy:
-    """Counts the simulated judge's votes (wraps the real judge_batch)."""
+    """Counts the simulated judge's votes (wraps the real acompare_many)."""
 
     def __init__(self, monkeypatch):
-        from zelo_hf.judges import SimulatedJudge
+        from zelo_hf.judging.local import SimulatedJudge
 
         self.votes = 0
-        real = SimulatedJudge.judge_batch
+        real = SimulatedJudge.acompare_many
 
-        def spy(judge, comparisons):
+        async def spy(judge, comparisons, concurrency=64):
             self.votes += len(comparisons)
-            return real(judge, comparisons)
+            return await real(judge, comparisons, concurrency)
 
-        monkeypatch.setattr(SimulatedJudge, "judge_batch", spy)
+        monkeypatch.setattr(SimulatedJudge, "acompare_many", spy)
 
 
 def markers(output_dir: Path) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 Random cycles (ZELO.md step 2) spend comparisons evenly, but NDCG@10 only looks at the top of a query's ranking,
 and the Thurstone fit already knows where it is unsure (its standard errors). :func:`adaptive_judge` judges a
-first round of random Hamiltonian cycles (:func:`zelo_hf.preferences.build_pairs`, so a connected graph from the
+first round of random Hamiltonian cycles (:func:`zelo_hf.judging.pairs.build_pairs`, so a connected graph from the
 start; the same pairs, hence the same cache entries, as ``zelo judge --degree first_degree``), fits, and then
 spends the rest of each query's budget over ``rounds - 1`` rounds on the pairs chosen by :func:`select_pairs`.
 
@@ -33,6 +33,11 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from .judging.cache import JudgmentCache
+from .judging.pairs import build_pairs, candidate_rows
+from .judging.preferences import JudgingResult, judge_pairs
+from .judging.votes import Comparison
+from .thurstone import fit_scores_flat
 from .utils import get_logger
 
 logger = get_logger(__name__)
@@ -223,8 +228,6 @@ class AdaptivePlan:
 
 def _fit(plan: AdaptivePlan, pair_q: list[int], pair_a: list[int], pair_b: list[int], probs: list[float],
          fit_kwargs: dict[str, Any]):
-    from .thurstone import fit_scores_flat
-
     starts = np.concatenate([[0], np.cumsum(plan.sizes)[:-1]])
     q = np.asarray(pair_q, dtype=np.int64)
     edges = np.stack([starts[q] + np.asarray(pair_a, dtype=np.int64), starts[q] + np.asarray(pair_b, dtype=np.int64)],
@@ -234,8 +237,6 @@ def _fit(plan: AdaptivePlan, pair_q: list[int], pair_a: list[int], pair_b: list[
 
 
 def _comparisons(rows: list[tuple], local: list[np.ndarray]):
-    from .judges import Comparison
-
     pairs = []
     for (qid, query, ids, docs, _), edges in zip(rows, local):
         pairs += [Comparison(query, docs[a], docs[b], None, qid, str(ids[a]), str(ids[b])) for a, b in edges]
@@ -286,20 +287,12 @@ def _record(plan, rows, index, res, pair_q, pair_a, pair_b, probs) -> None:
 
 
 def _candidate_rows(candidates) -> list[tuple]:
-    missing = [c for c in ("query_id", "query", "doc_ids", "docs") if c not in candidates.column_names]
-    if missing:
-        raise ValueError(f"the candidate set lacks column(s) {missing} (has {candidates.column_names}): "
-                         "build it with zelo_hf.candidates (e.g. `zelo candidates`).")
-    cols = candidates.select_columns(["query_id", "query", "doc_ids", "docs"]).to_dict()
+    """``candidate_rows`` plus each query's doc-id -> position map (ids must be distinct: pairs are found by id)."""
     rows = []
-    for qid, query, ids, docs in zip(cols["query_id"], cols["query"], cols["doc_ids"], cols["docs"]):
-        if len(ids) < 2:
-            logger.warning("query %s has %d candidate(s): nothing to compare, skipped.", qid, len(ids))
-            continue
-        ids = [str(i) for i in ids]
+    for qid, query, ids, docs in candidate_rows(candidates):
         if len(set(ids)) != len(ids):
             raise ValueError(f"query_id={qid!r}: repeated doc_ids: each candidate must have its own id.")
-        rows.append((str(qid), query, ids, docs, {d: i for i, d in enumerate(ids)}))
+        rows.append((qid, query, ids, docs, {d: i for i, d in enumerate(ids)}))
     return rows
 
 
@@ -320,7 +313,7 @@ def adaptive_judge(
 
     Args:
         candidates: candidate set (``query_id, query, doc_ids, docs``), a ``datasets.Dataset``.
-        judge: any :class:`zelo_hf.judges.Judge`.
+        judge: any :class:`zelo_hf.judging.base.Judge`.
         rounds: judging rounds (1 = only the first round's cycles).
         budget: comparisons per query in all rounds together, exactly (at most ``n(n-1)/2`` for a small query).
         first_degree: degree of the first round's random cycles (``build_pairs(candidates, first_degree, seed)``).
@@ -330,16 +323,14 @@ def adaptive_judge(
         top_k: the part of each ranking the later rounds sharpen (default 20).
         max_per_doc: new pairs per document per round (see :func:`select_pairs`).
         fit_kwargs: keyword arguments of ``zelo_hf.thurstone.fit_scores_flat`` for the fits between rounds.
-        judge_kwargs: passed to every round's :func:`zelo_hf.preferences.judge_pairs` (``concurrency``,
+        judge_kwargs: passed to every round's :func:`zelo_hf.judging.preferences.judge_pairs` (``concurrency``,
             ``batch``, ``progress``, ...): each round's pairs are one call, hence one provider batch.
 
     Returns:
-        a :class:`zelo_hf.preferences.JudgingResult` over all rounds; ``summary["adaptive"]`` has the pairs per round.
+        a :class:`zelo_hf.judging.preferences.JudgingResult` over all rounds; ``summary["adaptive"]`` has the pairs per round.
     """
     from datasets import concatenate_datasets
 
-    from .cache import JudgmentCache
-    from .preferences import JudgingResult, build_pairs, judge_pairs
 
     if judge_kwargs.get("dry_run"):
         raise ValueError("adaptive_judge(dry_run=True): later rounds depend on the answers, so they cannot be "
@@ -385,12 +376,7 @@ def judge_candidates(data: Any, judge: Any, rounds: int = 1, budget: int | None 
     """The one judging step of ``zelo judge`` and of the zerank ``preferences`` stage: ``rounds=1`` judges each
     query's degree-``degree`` comparison graph (``judge_pairs``); ``rounds > 1`` runs the adaptive rounds
     (:func:`adaptive_judge`, every round one ``judge_pairs`` call through the same cache)."""
-    from .preferences import judge_pairs
-
     if rounds == 1:
         return judge_pairs(data, judge, degree=degree, seed=seed, cache=cache, **judge_kwargs)
-    fixed = {k: judge_kwargs.pop(k) for k in ("max_pairs", "dry_run") if k in judge_kwargs}
-    if any(fixed.values()):
-        raise ValueError(f"rounds={rounds} takes a per-query budget, not {fixed}: drop them, or judge with rounds=1.")
     return adaptive_judge(data, judge, rounds=rounds, budget=budget, first_degree=first_degree, cache=cache, seed=seed,
                           **judge_kwargs)

@@ -268,7 +268,7 @@ def fit_raters(
 
     Args:
         votes: a preference set (``datasets.Dataset`` or list of rows with ``votes``, as written by
-            :func:`zelo_hf.preferences.judge_pairs`), or a dict of arrays ``{"a", "b", "judge", "prob_a",
+            :func:`zelo_hf.judging.preferences.judge_pairs`), or a dict of arrays ``{"a", "b", "judge", "prob_a",
             "swapped"}`` (+ optional ``"items"``, ``"judges"`` names) with ``a``/``b`` item indices.
         model: ``"bradley-terry"`` (logistic) or ``"thurstone"`` (``(1 + erf(x)) / 2``).
         prior_sd: Gaussian prior on the scores (keeps a document that wins everything finite; fixes the mean).

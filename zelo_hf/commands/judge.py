@@ -27,6 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..adaptive import adaptive_judge
+from ..hub import load_dataset_any
+from ..judging.factory import build_judge, judge_cache_path
+from ..judging.preference_set import save_preference_set
+from ..judging.preferences import judge_pairs
+
 HELP = "Judge comparison pairs with LLMs (litellm), a local pairwise model or a simulated judge."
 DESCRIPTION = f"""{HELP}
 Writes a preference-set folder (parquet + card).
@@ -146,20 +152,14 @@ def _qrels(args: JudgeArguments, dataset) -> dict[str, dict[str, int]] | None:
     return None
 
 
-def build_judge(args: JudgeArguments, qrels: dict | None):
-    """The judge (an ensemble when several are given) from ``--judge`` strings or YAML mappings."""
-    from ..judges import EnsembleJudge, judge_from_config
-
+def arguments_judge(args: JudgeArguments, qrels: dict | None):
+    """The judge of ``--judge`` (an ensemble when several are given), from the one factory; the LLM flags
+    (``--api_base``, ``--rpm``, ...) are the settings of judges given as plain model strings."""
     defaults: dict[str, Any] = {"answer_format": args.answer_format, "api_base": args.api_base, "rpm": args.rpm,
                                 "tpm": args.tpm, "timeout": args.timeout, "max_retries": args.max_retries,
                                 "max_doc_tokens": args.max_doc_tokens, "context_window": args.context_window,
                                 "max_fatal_errors": args.max_fatal_errors, "stall_pause": args.stall_pause}
-    judges = []
-    for spec in args.judge:
-        if isinstance(spec, str) and spec != "simulated" and not spec.startswith("pairwise:"):
-            spec = {"model": spec, **{k: v for k, v in defaults.items() if v is not None}}
-        judges.append(judge_from_config(spec, seed=args.seed, qrels=qrels))
-    return judges[0] if len(judges) == 1 else EnsembleJudge(judges, combine=args.combine)
+    return build_judge(args.judge, qrels=qrels, seed=args.seed, combine=args.combine, llm_defaults=defaults)
 
 
 def _first_error(summary: dict) -> str:
@@ -200,12 +200,8 @@ def _check_rounds(args: JudgeArguments) -> None:
 
 def _judging(args: JudgeArguments):
     """``judge_pairs``, or with --rounds > 1 the adaptive rounds (each round one ``judge_pairs`` call)."""
-    from ..preferences import judge_pairs
-
     if args.rounds == 1:
         return judge_pairs
-    from ..adaptive import adaptive_judge
-
     def rounds(data, judge, degree, max_pairs, dry_run, **kwargs):
         return adaptive_judge(data, judge, rounds=args.rounds, budget=args.budget, first_degree=args.first_degree,
                               **kwargs)
@@ -214,9 +210,6 @@ def _judging(args: JudgeArguments):
 
 
 def main(args: JudgeArguments) -> int:
-    from ..hub import load_dataset_any
-    from ..preferences import save_preference_set
-
     if (args.candidates is None) == (args.pairs is None):
         raise ValueError(
             f"pass exactly one of --candidates or --pairs (got candidates={args.candidates!r}, pairs={args.pairs!r})."
@@ -224,8 +217,8 @@ def main(args: JudgeArguments) -> int:
     _check_rounds(args)
     source = args.candidates or args.pairs
     dataset = load_dataset_any(source, split=args.split)
-    judge = build_judge(args, _qrels(args, dataset))
-    cache = args.cache or f"{str(args.output_dir).rstrip('/')}.judgments.sqlite"
+    judge = arguments_judge(args, _qrels(args, dataset))
+    cache = judge_cache_path(args.cache, args.output_dir)
     if args.resume and not Path(cache).exists():
         raise FileNotFoundError(f"--resume: no judgment cache at {cache}: drop --resume to start, or pass --cache.")
     result = _judging(args)(
@@ -238,7 +231,7 @@ def main(args: JudgeArguments) -> int:
         return 0
     save_preference_set(result, args.output_dir, judge=judge, push_to_hub=args.push_to_hub, source=str(source))
     shown = {k: v for k, v in result.summary.items() if k != "failed_pairs"}
-    print(json.dumps(shown | {"output_dir": args.output_dir, "cache": cache}, default=float))
+    print(json.dumps(shown | {"output_dir": args.output_dir, "cache": str(cache)}, default=float))
     if result.summary["pairs"] and result.summary["judged"] == 0:
         print(f"zelo judge: every one of the {result.summary['pairs']} pairs failed, so nothing was judged "
               f"(first error: {_first_error(result.summary)}): fix the judge and rerun; the failures are in "

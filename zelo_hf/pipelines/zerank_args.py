@@ -64,7 +64,8 @@ class ZerankArguments:
         metadata={"help": "litellm model names of the judge ensemble (judge='litellm')."},
     )
     judge_cache: str | None = field(
-        default=None, metadata={"help": "SQLite judgment cache (default: <output_dir>/judgments.sqlite)."}
+        default=None, metadata={"help": "SQLite judgment cache (default: next to each judged stage's folder, "
+                                "e.g. <output_dir>/preferences.judgments.sqlite)."}
     )
     judge_max_concurrency: int = field(default=16, metadata={"help": "Concurrent LLM calls (per judge)."})
     judge_rounds: int = field(

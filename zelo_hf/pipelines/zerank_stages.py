@@ -16,10 +16,12 @@ from ..data import load_retrieval_data, plan_queries, split_by_query
 from ..evaluation.metrics import cross_query_auc
 from ..evaluation.reranking import label_run
 from ..hub import has_split, load_split, save_dataset_folder
-from ..judges import EnsembleJudge, PairwiseModelJudge, SimulatedJudge, judge_from_config
+from ..judging.factory import build_judge, judge_cache_path
+from ..judging.local import PairwiseModelJudge
+from ..judging.preference_set import save_preference_set
+from ..judging.preferences import judge_pairs
 from ..label_sets import label_summary, save_label_set
 from ..labeling import label_preferences
-from ..preferences import judge_pairs, save_preference_set
 from ..stages import read_marker
 from ..trainer import PairwiseConfig, PairwiseTrainer
 from ..utils import get_logger, resolve_model_name
@@ -41,17 +43,11 @@ def build_candidates(args: ZerankArguments, data, query_ids: list[str], top_k: i
     return first_stage.reciprocal_rank_fusion([sparse, dense], top_k=top_k)
 
 
-def build_judge(args: ZerankArguments, qrels: dict[str, dict[str, int]]):
-    """The judge of the settings: one spec -> that judge; several -> an ensemble (the paper's GPT+Claude+Gemini)."""
-    if args.judge == "simulated":
-        return SimulatedJudge(qrels, noise_sd=args.simulated_noise, seed=args.query_seed)
-    judges = [judge_from_config(spec, seed=args.query_seed) for spec in args.judge_models]
-    return judges[0] if len(judges) == 1 else EnsembleJudge(judges)
-
-
-def judge_cache_path(args: ZerankArguments, output_dir: str | Path) -> Path:
-    """Where verdicts are cached: outside the stage folders, so a rerun of a stage re-bills nothing."""
-    return Path(args.judge_cache) if args.judge_cache else Path(output_dir) / "judgments.sqlite"
+def settings_judge(args: ZerankArguments):
+    """The judge of the settings, from the one factory (``zelo_hf.judging.factory.build_judge``)."""
+    specs = [{"model": "simulated", "noise_sd": args.simulated_noise}] if args.judge == "simulated" else args.judge_models
+    qrels = load_retrieval_data(args.dataset_name, args.dataset_split).qrels
+    return build_judge(specs, qrels=qrels, seed=args.query_seed)
 
 
 def stage_candidates(args: ZerankArguments, stage_dir: Path) -> dict[str, Any]:
@@ -72,8 +68,8 @@ def stage_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path, 
     """Judge the comparison graphs of one candidate split and write the preference set (parquet + card)."""
     candidates = load_split(output_dir / "candidates", split)
     if judge is None:
-        judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
-    cache = judge_cache_path(args, output_dir)
+        judge = settings_judge(args)
+    cache = judge_cache_path(args.judge_cache, stage_dir)
     if args.judge_rounds > 1:  # adaptive rounds (zelo_hf.adaptive): every round one judge_pairs call, same cache
         result = adaptive_judge(candidates, judge, rounds=args.judge_rounds, budget=args.judge_budget,
                                 first_degree=args.judge_first_degree, cache=cache, seed=args.query_seed,
@@ -180,9 +176,10 @@ def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) 
     labels = load_split(output_dir / "labels", "train")
     info: dict[str, Any] = {}
     if args.calibration_cycles > 0:
-        judge = build_judge(args, load_retrieval_data(args.dataset_name, args.dataset_split).qrels)
+        judge = settings_judge(args)
         pairs = sample_cross_query_pairs(labels, n_cycles=args.calibration_cycles, seed=args.query_seed)
-        result = judge_pairs(pairs, judge, cache=judge_cache_path(args, output_dir), concurrency=args.judge_max_concurrency)
+        cache = judge_cache_path(args.judge_cache, stage_dir)
+        result = judge_pairs(pairs, judge, cache=cache, concurrency=args.judge_max_concurrency)
         calibrated, fit = calibrate_labels(labels, result.preferences, model=args.link, return_result=True)
         info = {"cross_pairs": len(result.preferences), "connected": bool(fit.connected), **_brief(result.summary)}
     else:

@@ -2,8 +2,8 @@
 
 Judging spends money, so every successful vote is committed the moment it arrives: a rerun, or a resume after
 ``kill -9``, re-bills nothing already answered and loses at most the calls that were in flight. Keys hash
-(model, prompt version, answer settings, query, query_b, doc A, doc B, presented order) -- see
-``LiteLLMJudge.cache_key`` -- so a changed prompt or setting never reuses a stale answer.
+(model, prompt version, answer settings, query, query_b, doc A, doc B, presented order) -- built in one place,
+:func:`cache_key` -- so a changed prompt or setting never reuses a stale answer.
 
 Failed calls are not answers: they go to a ``failures`` table (for accounting: a refusal is billed) and are
 asked again on the next run. Provider batches (``zelo judge --batch``) are recorded in a ``batches`` table the
@@ -20,8 +20,11 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-from .judges import Vote, redact
+from ..utils import redact
+from .base import Judge
+from .votes import Comparison, Vote, digest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -47,8 +50,29 @@ CREATE TABLE IF NOT EXISTS batches (
 _CHUNK = 900  # below SQLite's default limit of 999 bound parameters
 
 
+def cache_key(judge: Judge, c: Comparison, swapped: bool | None = None) -> str | None:
+    """The key of ``judge``'s answer to ``c`` shown in the ``swapped`` order (default: the judge's seeded coin);
+    None for a judge whose votes are not cached. The bytes hashed never change: old caches stay valid."""
+    identity = judge.cache_identity()
+    if identity is None:
+        return None
+    swapped = judge.swap_for(c) if swapped is None else swapped
+    return digest(*identity, c.query, c.query_b, *judge.documents_as_sent(c), swapped).hex()
+
+
+def call_keys(judge: Judge, pairs: Sequence[Comparison], cached: bool) -> list[Any]:
+    """One key per pair; pairs with equal keys share one call. With a cache (``cached``), the cache keys; without
+    one, the pair's texts (nothing to look up, so nothing is hashed); None for a judge that caches nothing (a free
+    local judge is asked every pair)."""
+    if judge.cache_identity() is None:
+        return [None] * len(pairs)
+    if cached:
+        return [cache_key(judge, c) for c in pairs]
+    return [(c.query, c.query_b, c.doc_a, c.doc_b) for c in pairs]
+
+
 class JudgmentCache:
-    """SQLite (WAL) store of votes keyed by the judge's ``cache_key``; safe to share between threads of one process.
+    """SQLite (WAL) store of votes keyed by :func:`cache_key`; safe to share between threads of one process.
 
     ``synchronous=NORMAL`` in WAL mode: a committed row survives the process being killed (it is in the WAL file
     the moment ``commit`` returns); only an OS crash or power loss may drop the last commits.
