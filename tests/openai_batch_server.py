@@ -18,49 +18,24 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from openai_stub_server import _CODES, _MESSAGES, Action, _Server, completion, ok
+from openai_stub_server import _CODES, _MESSAGES, Action, JsonHandler, StubServer, completion, ok
 
 
-class StubBatchServer:
+class StubBatchServer(StubServer):
     """OpenAI Batch API stub; a context manager like :class:`openai_stub_server.StubOpenAIServer`."""
 
     def __init__(self, behaviour: Callable[[str, int], Action] | None = None, batch_delay: float = 0.2,
                  expire: bool = False, expire_after: int = 0, lifetime: float = 300.0):
         self.behaviour = behaviour or (lambda prompt, n: ok("SCORE: 0.5"))
-        self.batch_delay, self.expire, self.expire_after, self.lifetime = batch_delay, expire, expire_after, lifetime
+        self.batch_delay, self.expire, self.expire_after = batch_delay, expire, expire_after
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.counts: Counter[str] = Counter()  # per prompt: requests run inside batches
         self.calls: Counter[str] = Counter()  # per route: "upload", "create", "retrieve", "content"
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        self._timer: threading.Timer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def start(self) -> StubBatchServer:
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> StubBatchServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self._listen(0, lifetime)
 
     # ---------------------------------------------------------------- protocol
 
@@ -140,12 +115,7 @@ class StubBatchServer:
     def _handler(self):
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self):  # noqa: N802 -- http.server's naming
                 data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 path = self.path.split("?")[0].rstrip("/")
@@ -166,21 +136,8 @@ class StubBatchServer:
                         content = stub.files.get(match.group(1))
                     if content is None:
                         return self._send(404, {"error": {"message": "no such file"}})
-                    return self._send_raw(200, content, "application/octet-stream")
+                    return self._send_raw(200, content, content_type="application/octet-stream")
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
-
-            def _send(self, status: int, payload: dict) -> None:
-                self._send_raw(status, json.dumps(payload).encode("utf-8"), "application/json")
-
-            def _send_raw(self, status: int, data: bytes, content_type: str) -> None:
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
         return Handler
 

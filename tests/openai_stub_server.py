@@ -65,7 +65,74 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class StubOpenAIServer:
+class StubServer:
+    """What the stub servers share: a threading server on 127.0.0.1 (``port`` 0: an ephemeral one) that stops itself
+    after ``lifetime`` seconds, usable as a context manager. Subclasses call :meth:`_listen` and give ``_handler()``."""
+
+    def _listen(self, port: int, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self._server = _Server(("127.0.0.1", port), self._handler())
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self):
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler that answers JSON (or raw bytes) and ignores clients that hung up."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+        self._send_raw(status, json.dumps(payload).encode("utf-8"), headers)
+
+    def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None,
+                  content_type: str = "application/json") -> None:
+        try:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
+            pass
+
+
+class StubOpenAIServer(StubServer):
     """OpenAI-compatible stub; use as a context manager or call ``start()`` / ``stop()``.
 
     Args:
@@ -91,7 +158,7 @@ class StubOpenAIServer:
                  delay: float = 0.0, max_requests: int = 100_000, lifetime: float = 300.0, port: int = 0,
                  slots: int | None = None, context_tokens: int | None = None, record: bool = False):
         self.behaviour = behaviour or (lambda prompt, n: ok(answer))
-        self.delay, self.max_requests, self.lifetime = delay, max_requests, lifetime
+        self.delay, self.max_requests = delay, max_requests
         self.context_tokens, self.record = context_tokens, record
         self._slots = threading.Semaphore(slots) if slots else None
         self.requests: list[list[dict[str, Any]]] = []  # messages of every request (record=True)
@@ -104,37 +171,7 @@ class StubOpenAIServer:
         self.prompts: dict[str, str] = {}
         self.total = 0
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", port), self._handler())
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> StubOpenAIServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        self._timer = threading.Timer(self.lifetime, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> StubOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self._listen(port, lifetime)
 
     def _register(self, prompt: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
         key = prompt_key(prompt)
@@ -170,12 +207,7 @@ class StubOpenAIServer:
     def _handler(self):
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self):  # noqa: N802 -- http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 try:
@@ -220,21 +252,6 @@ class StubOpenAIServer:
                     stub.successes[prompt_key(prompt)] += 1
                 content = action["content"] + leak
                 self._send(200, completion(body.get("model", "stub"), content, prompt, action.get("logprobs")))
-
-            def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-                self._send_raw(status, json.dumps(payload).encode("utf-8"), headers)
-
-            def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
-                try:
-                    self.send_response(status)
-                    for name, value in (headers or {}).items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
-                    pass
 
         return Handler
 
