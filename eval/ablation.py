@@ -39,7 +39,8 @@ import numpy as np
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from zelo_hf.evaluation import cross_query_auc, label_run  # noqa: E402
+from zelo_hf.evaluation.metrics import cross_query_auc  # noqa: E402
+from zelo_hf.evaluation.reranking import label_run  # noqa: E402
 from zelo_hf.utils import get_logger, producing_command  # noqa: E402
 
 logger = get_logger("zelo_hf.eval.ablation")
@@ -189,22 +190,6 @@ def _candidates(data, depth: int, folder: Path):
 
 
 # ---------------------------------------------------------------------------------------------------- zELO labels
-def _comparisons(candidates, degree: int | None, seed: int):
-    """Pairs of each query's graph (``degree=None``: dense), ids only: the simulated judge reads ids, not texts."""
-    from zelo_hf.graphs import comparison_graph, dense_graph
-    from zelo_hf.judging.pairs import query_seed
-    from zelo_hf.judging.votes import Comparison
-
-    pairs = []
-    for row in candidates:
-        qid, ids = str(row["query_id"]), [str(d) for d in row["doc_ids"]]
-        if len(ids) < 2:
-            continue
-        edges = dense_graph(len(ids)) if degree is None else comparison_graph(len(ids), degree, query_seed(seed, qid))
-        pairs += [Comparison(row["query"], "", "", None, qid, ids[a], ids[b]) for a, b in edges]
-    return pairs
-
-
 def _judge(train_qrels, args: AblationArguments, held_out: set[str]):
     from zelo_hf.judging.local import SimulatedJudge
 
@@ -216,10 +201,13 @@ def _judge(train_qrels, args: AblationArguments, held_out: set[str]):
 
 
 def _preferences(candidates, judge, degree: int | None, args: AblationArguments, folder: Path):
+    from zelo_hf.judging.pairs import build_pairs
     from zelo_hf.judging.preferences import judge_pairs
 
     def build():
-        pairs = _comparisons(candidates, degree, args.judge_seed)
+        # degree=None: the dense graph (comparison_graph is dense once degree >= n - 1)
+        dense = max((len(ids) for ids in candidates["doc_ids"]), default=2)
+        pairs = build_pairs(candidates, degree=dense if degree is None else degree, seed=args.judge_seed)
         return judge_pairs(pairs, judge, progress=False).preferences.remove_columns("votes")
 
     return _cached_dataset(folder, build)
@@ -293,8 +281,8 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     import torch
     from transformers import set_seed
 
-    from zelo_hf.evaluation import evaluate_reranker
-    from zelo_hf.modeling import score_pairs
+    from zelo_hf.evaluation.reranking import evaluate_reranker
+    from zelo_hf.modeling.scoring import RerankerScorer
     from zelo_hf.trainer import PointwiseConfig, PointwiseTrainer
 
     set_seed(seed)  # also seeds the fresh scoring head
@@ -329,7 +317,8 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     train_seconds = time.perf_counter() - started
     model, tokenizer = trainer.model.eval(), trainer.processing_class
     # scored exactly as training saw the inputs (same max_length and query budget)
-    scorer = partial(score_pairs, model, tokenizer, max_length=args.max_length, max_query_length=args.max_query_length)
+    scorer = RerankerScorer(model, tokenizer, batch_size=args.eval_batch_size, max_length=args.max_length,
+                            max_query_length=args.max_query_length)
     started = time.perf_counter()
     metrics = evaluate_reranker(eval_candidates, qrels, scorer=scorer, batch_size=args.eval_batch_size,
                                 return_run=True)
@@ -381,7 +370,7 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
     from transformers import set_seed
 
     from zelo_hf.data import dev_queries
-    from zelo_hf.evaluation import evaluate_run
+    from zelo_hf.evaluation.metrics import evaluate_run
     from zelo_hf.trainer import ZembedConfig, ZembedTrainer
 
     rows = zembed_label_rows(train_ds, arm)
@@ -430,7 +419,8 @@ def _baselines(name, test, eval_cands, args, index=None) -> list[dict[str, Any]]
     """BM25, random orderings (mean and sd of 10) and the base bi-encoder's cosine (the way it was trained)."""
     from sentence_transformers import SentenceTransformer
 
-    from zelo_hf.evaluation import evaluate_reranker, evaluate_run, random_run
+    from zelo_hf.evaluation.metrics import evaluate_run
+    from zelo_hf.evaluation.reranking import evaluate_reranker, random_run
 
     bm25 = evaluate_reranker(eval_cands, test.qrels, return_run=True)
     bm25["aggregate"]["pooled_auc"] = cross_query_auc(bm25["run"], test.qrels)
@@ -546,7 +536,7 @@ COLUMNS = ["dataset", "system", "kind", "comparisons", "train rows", "ndcg@10", 
 
 def report(results: dict[str, Any], args: AblationArguments) -> str:
     """The markdown report: settings, one table of every dataset's rows, and the issue's target check."""
-    from zelo_hf.evaluation import results_to_markdown
+    from zelo_hf.evaluation.reports import results_to_markdown
 
     rows = [row for ds in results["datasets"].values() for row in ds["rows"]]
     lines = [
