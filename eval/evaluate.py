@@ -7,7 +7,7 @@
 ``--data`` is a bundled name (``scifact``, ``cranfield``), a local BEIR folder or a Hub dataset id. Without
 ``--model`` only the first stage is scored. ``--mteb`` also runs the same evaluation through MTEB (a custom task
 over the local data, ``top_ranked`` = the BM25 candidates) and adds its row. Metrics are pytrec_eval's (trec_eval
-semantics: linear gains); see ``zelo_hf/evaluation.py``.
+semantics: linear gains); see ``zelo_hf/evaluation/``.
 """
 
 from __future__ import annotations

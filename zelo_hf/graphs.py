@@ -20,6 +20,8 @@ import warnings
 
 import numpy as np
 
+from .schema import PAIR_COLUMNS, require_columns
+
 __all__ = [
     "sample_cycle_graph",
     "dense_graph",
@@ -186,15 +188,12 @@ def candidate_pairs(candidates, degree: int = 8, seed: int | np.random.Generator
     """
     from datasets import Dataset
 
-    missing = [c for c in ("query_id", "doc_ids") if c not in candidates.column_names]
-    if missing:
-        raise ValueError(
-            f"the candidate set is missing column(s) {missing} (has {candidates.column_names}): it needs one row per "
-            "query with `query_id` and `doc_ids` (see docs/design.md), e.g. from `zelo candidates`."
-        )
+    require_columns(candidates.column_names, ("query_id", "doc_ids"), "the candidate set",
+                    "it needs one row per query with `query_id` and `doc_ids` (see docs/design.md), e.g. from "
+                    "`zelo candidates`.")
     rng = _rng(seed)
     with_text = "query" in candidates.column_names and "docs" in candidates.column_names
-    rows: dict[str, list] = {c: [] for c in ("query_id", "query", "doc_a_id", "doc_a", "doc_b_id", "doc_b")}
+    rows: dict[str, list] = {c: [] for c in PAIR_COLUMNS}
     for row in candidates:
         if with_text and len(row["docs"]) != len(row["doc_ids"]):
             raise ValueError(

@@ -36,6 +36,7 @@ from ..evaluation.reports import card_eval_results, result_row, results_to_markd
 from ..evaluation.reranking import evaluate_reranker
 from ..evaluation.scorers import as_score_fn
 from ..hub import load_dataset_any, load_split, push_folder, render_model_card
+from ..schema import LABEL_COLUMNS, require_columns
 from ..utils import get_logger, producing_command, resolve_model_name
 
 logger = get_logger(__name__)
@@ -156,17 +157,13 @@ def label_set_teacher(source: str):
     calibrated ``score`` list (``elo`` for an uncalibrated set), aligned with ``docs``."""
     labels = load_dataset_any(source, split="train")
     column = "score" if "score" in labels.column_names else "elo"
-    missing = [c for c in ("query_id", "query", "doc_ids", "docs", column) if c not in labels.column_names]
-    if missing:
-        raise ValueError(
-            f"`teacher_labels={source!r}` is missing column(s) {missing} (has {labels.column_names}): pass a label "
-            "set written by `zelo fit` / `zelo calibrate` (or a zerank run's `calibration` folder)."
-        )
+    require_columns(labels.column_names, (*LABEL_COLUMNS, column), f"`teacher_labels={source!r}`",
+                    "pass a label set written by `zelo fit` / `zelo calibrate` (or a zerank run's `calibration` folder).")
     scores = [[float(v) for v in row] for row in labels[column]]
     for qid, values, docs in zip(labels["query_id"], scores, labels["docs"]):
         if len(values) != len(docs) or not np.isfinite(values).all():
             raise ValueError(f"`teacher_labels` query {qid!r}: `{column}` must be finite, one per document.")
-    return labels.select_columns(["query_id", "query", "doc_ids", "docs"]), scores
+    return labels.select_columns(list(LABEL_COLUMNS)), scores
 
 
 def distillation_dataset(candidates, scores: list[list[float]], args: DistillArguments):
