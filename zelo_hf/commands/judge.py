@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..adaptive import adaptive_judge
+from ..adaptive import judge_candidates
 from ..hub import load_dataset_any
 from ..judging.factory import build_judge, judge_cache_path
 from ..judging.preference_set import save_preference_set
-from ..judging.preferences import judge_pairs
 
 HELP = "Judge comparison pairs with LLMs (litellm), a local pairwise model or a simulated judge."
 DESCRIPTION = f"""{HELP}
@@ -198,17 +197,6 @@ def _check_rounds(args: JudgeArguments) -> None:
             raise ValueError(f"--rounds {r} {message}.")
 
 
-def _judging(args: JudgeArguments):
-    """``judge_pairs``, or with --rounds > 1 the adaptive rounds (each round one ``judge_pairs`` call)."""
-    if args.rounds == 1:
-        return judge_pairs
-    def rounds(data, judge, degree, max_pairs, dry_run, **kwargs):
-        return adaptive_judge(data, judge, rounds=args.rounds, budget=args.budget, first_degree=args.first_degree,
-                              **kwargs)
-
-    return rounds
-
-
 def main(args: JudgeArguments) -> int:
     if (args.candidates is None) == (args.pairs is None):
         raise ValueError(
@@ -221,8 +209,9 @@ def main(args: JudgeArguments) -> int:
     cache = judge_cache_path(args.cache, args.output_dir)
     if args.resume and not Path(cache).exists():
         raise FileNotFoundError(f"--resume: no judgment cache at {cache}: drop --resume to start, or pass --cache.")
-    result = _judging(args)(
-        dataset, judge, degree=args.degree, seed=args.seed, cache=cache, concurrency=args.concurrency,
+    result = judge_candidates(  # with --rounds > 1 the adaptive rounds; the zerank preferences stage's body too
+        dataset, judge, rounds=args.rounds, budget=args.budget, first_degree=args.first_degree,
+        degree=args.degree, seed=args.seed, cache=cache, concurrency=args.concurrency,
         max_pairs=args.max_pairs, progress=args.progress, dry_run=args.dry_run, combine=args.combine,
         batch=args.batch, batch_poll_interval=args.batch_poll_interval, batch_timeout=args.batch_timeout,
     )

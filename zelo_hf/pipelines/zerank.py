@@ -95,7 +95,7 @@ def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, An
     elif args.pairwise_model_name_or_path:
         logger.warning("pairwise_model_name_or_path is set but num_pairwise_queries=0: no pairwise stage runs.")
     runner.run("labels", {"link": args.link}, partial(stage_labels, args, output_dir), depends=label_inputs)
-    calib_cfg = {"cycles": args.calibration_cycles, **judge_cfg}
+    calib_cfg = {"cycles": args.calibration_cycles, "anchors": args.calibration_anchors, **judge_cfg}
     runner.run("calibration", calib_cfg, partial(stage_calibration, args, output_dir), depends=("labels",))
     split_cfg = {"seeds": training_seeds(args, training_args), "dev_query_fraction": args.dev_query_fraction}
     runner.run("pointwise", {**training_settings(training_args, model_args), **split_cfg},

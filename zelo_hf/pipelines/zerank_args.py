@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..candidates import FIRST_STAGES
 from ..thurstone import FIT_MODELS, check_fit_model
 from ..utils import BUNDLED_MINILM
 
-FIRST_STAGES = ("bm25", "embedder", "fusion")
 JUDGES = ("simulated", "litellm")
 
 
@@ -86,6 +86,11 @@ class ZerankArguments:
         default=4,
         metadata={"help": "Random cycles over queries for cross-query calibration; each query takes part in "
                   "2 x cycles comparisons (0: no calibration, score = elo)."},
+    )
+    calibration_anchors: str | None = field(
+        default=None,
+        metadata={"help": "Relevance votes (query_id, doc_id, prob_relevant; a folder, .parquet/.jsonl file or Hub "
+                  "id) pinning score 0 to the relevance boundary, as `zelo calibrate --anchors` (None: no anchors)."},
     )
     # pairwise small model
     pairwise_model_name_or_path: str | None = field(

@@ -9,21 +9,21 @@ from typing import Any
 
 from datasets import DatasetDict, concatenate_datasets
 
-from .. import candidates as first_stage
-from ..adaptive import adaptive_judge
-from ..calibration import calibrate_labels, sample_cross_query_pairs
+from ..adaptive import judge_candidates
+from ..calibration import calibrate_label_set, sample_cross_query_pairs
+from ..candidates import first_stage_candidates
 from ..data import load_retrieval_data, plan_queries, split_by_query
 from ..evaluation.metrics import cross_query_auc
 from ..evaluation.reranking import label_run
-from ..hub import has_split, load_split, save_dataset_folder
+from ..hub import has_split, load_dataset_any, load_split, save_dataset_folder
 from ..judging.factory import build_judge, judge_cache_path
 from ..judging.local import PairwiseModelJudge
 from ..judging.preference_set import save_preference_set
-from ..judging.preferences import judge_pairs
 from ..label_sets import label_summary, save_label_set
 from ..labeling import label_preferences
 from ..stages import read_marker
 from ..trainer import PairwiseConfig, PairwiseTrainer
+from ..training import build_trainer
 from ..utils import get_logger, resolve_model_name
 from .zerank_args import ZerankArguments
 from .zerank_training import sub_config, training_summary
@@ -32,15 +32,10 @@ logger = get_logger(__name__)
 
 
 def build_candidates(args: ZerankArguments, data, query_ids: list[str], top_k: int):
-    """First-stage candidate set (design.md schema, with ``grades`` from the split's qrels) of ``query_ids``."""
-    if args.first_stage == "bm25":
-        return first_stage.bm25_candidates(data, k=top_k, query_ids=query_ids)
-    model = resolve_model_name(args.first_stage_model)
-    dense = first_stage.embedder_candidates(data, model, k=top_k, query_ids=query_ids)
-    if args.first_stage == "embedder":
-        return dense
-    sparse = first_stage.bm25_candidates(data, k=top_k, query_ids=query_ids)
-    return first_stage.reciprocal_rank_fusion([sparse, dense], top_k=top_k)
+    """First-stage candidate set (design.md schema, with ``grades`` from the split's qrels) of ``query_ids``, by the
+    body of ``zelo candidates``."""
+    model = resolve_model_name(args.first_stage_model) if args.first_stage != "bm25" else None
+    return first_stage_candidates(data, args.first_stage, k=top_k, query_ids=query_ids, model=model)
 
 
 def settings_judge(args: ZerankArguments):
@@ -70,13 +65,9 @@ def stage_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path, 
     if judge is None:
         judge = settings_judge(args)
     cache = judge_cache_path(args.judge_cache, stage_dir)
-    if args.judge_rounds > 1:  # adaptive rounds (zelo_hf.adaptive): every round one judge_pairs call, same cache
-        result = adaptive_judge(candidates, judge, rounds=args.judge_rounds, budget=args.judge_budget,
-                                first_degree=args.judge_first_degree, cache=cache, seed=args.query_seed,
-                                concurrency=args.judge_max_concurrency)
-    else:
-        result = judge_pairs(candidates, judge, degree=args.graph_degree, seed=args.query_seed, cache=cache,
-                             concurrency=args.judge_max_concurrency)
+    result = judge_candidates(candidates, judge, rounds=args.judge_rounds, budget=args.judge_budget,
+                              first_degree=args.judge_first_degree, degree=args.graph_degree, seed=args.query_seed,
+                              cache=cache, concurrency=args.judge_max_concurrency)  # the body of `zelo judge`
     save_preference_set(result, stage_dir, judge=judge, source=args.dataset_name)
     stopped = result.summary.get("stopped_judges")
     if stopped:  # a dead key or a stalled provider: the failed pairs are recorded, nothing downstream may use them
@@ -105,13 +96,8 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
         max_length=args.pairwise_max_length,
         hub_model_id=args.pairwise_model_repo_id,
     )
-    trainer = PairwiseTrainer(
-        model=resolve_model_name(args.pairwise_model_name_or_path),
-        args=config,
-        train_dataset=train,
-        eval_dataset=held_out,
-        dataset_name=args.preference_set_repo_id,
-    )
+    trainer = build_trainer(PairwiseTrainer, resolve_model_name(args.pairwise_model_name_or_path), config, None,
+                            train, held_out, dataset_name=args.preference_set_repo_id)
     # the base model's agreement, before any training; under DeepSpeed the engine only exists once training starts
     measure_base = held_out is not None and not trainer.is_deepspeed_enabled
     base = trainer.evaluate(metric_key_prefix="base") if measure_base else {}
@@ -174,21 +160,21 @@ def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> di
 def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
     """Cross-query comparisons (judged by the judge) -> per-query offsets -> calibrated, comparable scores."""
     labels = load_split(output_dir / "labels", "train")
-    info: dict[str, Any] = {}
-    if args.calibration_cycles > 0:
-        judge = settings_judge(args)
-        pairs = sample_cross_query_pairs(labels, n_cycles=args.calibration_cycles, seed=args.query_seed)
-        cache = judge_cache_path(args.judge_cache, stage_dir)
-        result = judge_pairs(pairs, judge, cache=cache, concurrency=args.judge_max_concurrency)
-        calibrated, fit = calibrate_labels(labels, result.preferences, model=args.link, return_result=True)
-        info = {"cross_pairs": len(result.preferences), "connected": bool(fit.connected), **_brief(result.summary)}
-    else:
+    card = {"source": args.preference_set_repo_id, "degree": args.graph_degree,
+            "pretty_name": "zELO label set (calibrated)"}
+    if args.calibration_cycles <= 0:
         logger.warning("calibration_cycles=0: scores are not calibrated across queries (offset 0, score = elo).")
         calibrated = labels.map(_zero_offset, desc="No calibration")
-    save_label_set(
-        calibrated, stage_dir, model=args.link, source=args.preference_set_repo_id, degree=args.graph_degree,
-        calibration=info or None, pretty_name="zELO label set (calibrated)",
-    )
+        save_label_set(calibrated, stage_dir, model=args.link, calibration=None, **card)
+        return {**label_summary(calibrated), **label_calibration(calibrated, args)}
+    pairs = sample_cross_query_pairs(labels, n_cycles=args.calibration_cycles, seed=args.query_seed)
+    result = judge_candidates(pairs, settings_judge(args), cache=judge_cache_path(args.judge_cache, stage_dir),
+                              concurrency=args.judge_max_concurrency)
+    anchors = load_dataset_any(args.calibration_anchors) if args.calibration_anchors else None
+    info = {"cross_pairs": len(result.preferences), **_brief(result.summary)}
+    calibrated, fit = calibrate_label_set(labels, result.preferences, stage_dir, anchors=anchors, model=args.link,
+                                          details=info, **card)  # the body of `zelo calibrate`
+    info["connected"] = bool(fit.connected)
     return {**label_summary(calibrated), **info, **label_calibration(calibrated, args)}
 
 
