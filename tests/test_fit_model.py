@@ -83,3 +83,21 @@ def test_bradley_terry_reaches_the_recipes_labels_stage(tmp_path):
     labels = load_split(tmp_path / "labels", "train")
     assert summary["n_queries"] == 3 and all(labels["converged"])
     assert "bradley-terry" in (tmp_path / "labels" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("model", "match"), [(None, "`model_name_or_path` is required"),
+                                              ("./no-such-model-folder", "path does not exist")])
+def test_a_missing_model_fails_before_any_stage_runs(tmp_path, model, match):
+    """The pointwise stage comes after judging: its model is checked at start-up, so nothing is judged in vain."""
+    from trl import ModelConfig
+
+    from zelo_hf.pipelines.zerank import run_zerank
+    from zelo_hf.pipelines.zerank_args import ZerankArguments
+    from zelo_hf.trainer import PointwiseConfig
+
+    args = ZerankArguments(dataset_name="cranfield", dataset_split="test", eval_split="test", num_train_queries=3,
+                           num_eval_queries=2, top_k=6, eval_top_k=6, graph_degree=2)
+    training_args = PointwiseConfig(output_dir=str(tmp_path / "run"), report_to="none", use_cpu=True)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        run_zerank(args, training_args, ModelConfig(model_name_or_path=model))
+    assert not (tmp_path / "run" / "candidates").exists() and not (tmp_path / "run" / "preferences").exists()

