@@ -11,7 +11,7 @@ from zelo_hf.data import load_retrieval_data, plan_queries, select_queries, spli
 from zelo_hf.hub import load_split
 from zelo_hf.pipelines.zembed import DistillArguments, kl_div_rows, margin_mse_rows
 from zelo_hf.pipelines.zerank_args import ZerankArguments
-from zelo_hf.pipelines.zerank_stages import stage_candidates, stage_preferences
+from zelo_hf.pipelines.zerank_stages import stage_calibration, stage_candidates, stage_labels, stage_preferences
 from zelo_hf.pipelines.zerank_training import training_summary
 from zelo_hf.utils import BUNDLED_MINILM, resolve_model_name
 
@@ -129,7 +129,6 @@ def test_adaptive_judging_in_the_recipe_spends_exactly_the_budget(tmp_path):
     """judge_rounds > 1: the preferences stage judges cycles, then fit-chosen pairs, judge_budget per query."""
     from collections import Counter
 
-
     args = ZerankArguments(dataset_name="cranfield", dataset_split="test", eval_split="test", num_train_queries=3,
                            num_eval_queries=2, top_k=8, eval_top_k=8, graph_degree=2, judge_rounds=2, judge_budget=12,
                            judge_first_degree=2)
@@ -148,3 +147,26 @@ def test_adaptive_judging_settings_are_checked_before_anything_runs():
         ZerankArguments(judge_rounds=3)
     with pytest.raises(ValueError, match="judge_rounds > 1 together with judge_budget"):
         ZerankArguments(judge_budget=100)
+
+
+def test_the_calibration_stage_is_zelo_calibrate_with_anchors(tmp_path):
+    """The stage calls zelo calibrate's body: relevance anchors (calibration_anchors, as --anchors) enter the fit, and
+    the card's calibration section is the offset fit's summary (as zelo calibrate writes it) plus the judging cost."""
+    from datasets import Dataset
+
+    args = ZerankArguments(dataset_name="cranfield", dataset_split="test", eval_split="test", num_train_queries=4,
+                           num_eval_queries=2, top_k=6, eval_top_k=6, graph_degree=2, calibration_cycles=2,
+                           calibration_anchors=str(tmp_path / "anchors.parquet"))
+    for name in ("candidates", "preferences", "labels", "calibration"):
+        (tmp_path / name).mkdir()
+    stage_candidates(args, tmp_path / "candidates")
+    stage_preferences(args, tmp_path, tmp_path / "preferences")
+    stage_labels(args, tmp_path, tmp_path / "labels")
+    labels = load_split(tmp_path / "labels", "train")
+    anchors = [{"query_id": q, "doc_id": ids[0], "prob_relevant": 0.9} for q, ids in zip(labels["query_id"],
+                                                                                            labels["doc_ids"])]
+    Dataset.from_list(anchors).to_parquet(str(tmp_path / "anchors.parquet"))
+    summary = stage_calibration(args, tmp_path, tmp_path / "calibration")
+    assert summary["cross_pairs"] > 0 and "connected" in summary
+    card = (tmp_path / "calibration" / "README.md").read_text()
+    assert "anchor votes: 4" in card and "cross-query pairs:" in card and "cross_pairs:" in card
