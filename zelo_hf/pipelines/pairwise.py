@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
 from ..data import split_by_query
@@ -60,6 +61,12 @@ def run_pairwise(args: PairwiseArguments, training_args, model_args) -> dict[str
         push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
     return {"before": before, "after": after, "train_loss": result.training_loss, "train_rows": len(train),
             "eval_rows": len(evaluation) if evaluation is not None else 0, "output_dir": str(output_dir)}
+
+
+def own_option_fields() -> set[str]:
+    """The options this pipeline adds (its arguments and the config fields ``TrainingArguments`` lacks): ``zelo pairwise
+    --help`` lists them first, in their own group."""
+    return {f.name for f in fields(PairwiseArguments)} | ({f.name for f in fields(PairwiseConfig)} - {f.name for f in fields(TrainingArguments)})
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:

@@ -15,7 +15,7 @@ training query; the student learns to reproduce those scores with one of two sen
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,11 @@ def save_zembed_card(output_dir, args: DistillArguments, training_args, model_ar
 
 def _hub_url(name: str) -> str:
     return name if Path(name).exists() or "/" not in name else f"https://huggingface.co/{name}"
+
+
+def own_option_fields() -> set[str]:
+    """The options this pipeline adds (``DistillArguments``): ``zelo zembed --help`` lists them first."""
+    return {f.name for f in fields(DistillArguments)}
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:

@@ -23,11 +23,12 @@ the stage folders, so even a crash in the middle of judging re-bills nothing.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
 from ..evaluation.reports import results_to_markdown
@@ -144,6 +145,12 @@ def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path) -
 
 def _settings(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(args, name) for name in names}
+
+
+def own_option_fields() -> set[str]:
+    """The options this pipeline adds (its arguments and the config fields ``TrainingArguments`` lacks): ``zelo zerank
+    --help`` lists them first, in their own group."""
+    return {f.name for f in fields(ZerankArguments)} | ({f.name for f in fields(PointwiseConfig)} - {f.name for f in fields(TrainingArguments)})
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:
