@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
+from .. import hub  # hub.push_folder looked up at call time: the one upload call, patched by offline tests
 from ..candidates import FIRST_STAGES, first_stage_candidates
 from ..data import load_retrieval_data
-from ..hub import push_folder, render_step_card, save_dataset_folder
+from ..hub import render_step_card, save_dataset_folder
 from ..utils import check_local_name, resolve_model_name
 
 HELP = "Retrieve first-stage top-k candidates (BM25, embedder, or fusion) per query."
@@ -58,6 +59,6 @@ def main(args: CandidatesArguments) -> int:
     )  # fmt: skip
     save_dataset_folder(candidates, args.output_dir, card)
     if args.push_to_hub:
-        push_folder(args.output_dir, args.push_to_hub, repo_type="dataset")
+        hub.push_folder(args.output_dir, args.push_to_hub, repo_type="dataset")
     print(json.dumps({"queries": len(candidates), "k": args.k, "method": args.method, "output_dir": args.output_dir}))
     return 0

@@ -16,8 +16,9 @@ from typing import Any
 from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
+from .. import hub  # hub.push_folder looked up at call time: the one upload call, patched by offline tests
 from ..data import split_by_query
-from ..hub import load_dataset_any, push_folder
+from ..hub import load_dataset_any
 from ..trainer import PairwiseConfig, PairwiseTrainer
 from ..training import build_trainer
 from ..utils import resolve_model_name
@@ -58,7 +59,7 @@ def run_pairwise(args: PairwiseArguments, training_args, model_args) -> dict[str
     if training_args.push_to_hub and trainer.is_world_process_zero():
         if not training_args.hub_model_id:
             raise ValueError("push_to_hub=True needs `hub_model_id` (got None): pass --hub_model_id you/pairwise-judge.")
-        push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
+        hub.push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
     return {"before": before, "after": after, "train_loss": result.training_loss, "train_rows": len(train),
             "eval_rows": len(evaluation) if evaluation is not None else 0, "output_dir": str(output_dir)}
 

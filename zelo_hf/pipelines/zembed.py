@@ -30,12 +30,13 @@ from sentence_transformers import (
 )
 from trl import ModelConfig, TrlParser
 
+from .. import hub  # hub.push_folder looked up at call time: the one upload call, patched by offline tests
 from ..candidates import bm25_candidates
 from ..data import load_retrieval_data, select_queries
 from ..evaluation.reports import card_eval_results, result_row, results_to_markdown
 from ..evaluation.reranking import evaluate_reranker
 from ..evaluation.scorers import as_score_fn
-from ..hub import load_dataset_any, load_split, push_folder, render_model_card
+from ..hub import load_dataset_any, load_split, render_model_card
 from ..schema import LABEL_COLUMNS, require_columns
 from ..utils import get_logger, producing_command, resolve_model_name
 
@@ -260,7 +261,7 @@ def run_zembed(args: DistillArguments, training_args, model_args) -> dict[str, A
 
         if not training_args.hub_model_id:
             raise ValueError("push_to_hub=True needs `hub_model_id` (got None): pass --hub_model_id you/zembed-demo.")
-        push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
+        hub.push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return {"rows": rows, "train_rows": len(dataset), "losses": losses, "output_dir": str(output_dir)}
 

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from .. import hub  # hub.push_folder looked up at call time: the one upload call, patched by offline tests
 from ..data import load_retrieval_data
 from ..evaluation.metrics import DEFAULT_METRICS, evaluate_run
 from ..evaluation.reports import results_to_markdown, seed_row
 from ..evaluation.reranking import evaluate_reranker, random_run
-from ..hub import load_split, push_folder, render_model_card
+from ..hub import load_split, render_model_card
 from ..modeling.loading import base_kind
 from ..modeling.scoring import RerankerScorer
 from ..plotting import plot_metrics, plot_score_distributions
@@ -155,5 +156,5 @@ def stage_push(args: ZerankArguments, training_args, output_dir: Path, stage_dir
     """Upload every artifact with its card through the one upload call, ``zelo_hf.hub.push_folder``."""
     pushed = {}
     for folder, repo_id, repo_type in push_targets(args, training_args, output_dir):
-        pushed[repo_id] = push_folder(folder, repo_id, repo_type=repo_type, private=training_args.hub_private_repo)
+        pushed[repo_id] = hub.push_folder(folder, repo_id, repo_type=repo_type, private=training_args.hub_private_repo)
     return {"pushed": pushed}
