@@ -184,3 +184,18 @@ def test_save_model_never_pushes_and_push_to_hub_uploads_the_complete_folder_onc
     assert trainer.push_to_hub() == "https://hub/me/r"
     assert len(pushed) == 1 and pushed[0][0] == "me/r"
     assert {"README.md", "zelo_config.json", "config.json"} <= set(pushed[0][1])  # the card is there before the upload
+
+
+def test_configs_share_one_base_config(tmp_path):
+    """The configs subclass one base (TrainingArguments subclasses, as trl's _BaseConfig), whose __post_init__ runs
+    the shared checks and defaults: no mixin method for each config to call by hand."""
+    from zelo_hf.trainer import BaseConfig, PairwiseConfig, RerankerConfig, ZembedConfig
+
+    assert issubclass(PointwiseConfig, RerankerConfig) and issubclass(PairwiseConfig, RerankerConfig)
+    assert issubclass(RerankerConfig, BaseConfig) and issubclass(ZembedConfig, BaseConfig)
+    assert config(tmp_path).label_names == ["labels", "query_index"]
+    pairwise = PairwiseConfig(output_dir=str(tmp_path), use_cpu=True)
+    assert pairwise.label_names == ["labels"] and pairwise.learning_rate == 2e-5
+    assert pairwise.bf16 == bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())  # None: resolved
+    with pytest.raises(ValueError, match="`max_query_length` must leave room for documents"):
+        PairwiseConfig(output_dir=str(tmp_path), use_cpu=True, max_length=16, max_query_length=16)

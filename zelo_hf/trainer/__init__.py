@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "BaseConfig": "base_config",
     "RerankerConfig": "base_config",
     "RerankerTrainer": "base_trainer",
     "get_lora_config": "lora",

@@ -1,4 +1,5 @@
-"""The base configuration of the cross-encoder trainers (pairwise and pointwise), as trl's ``_BaseConfig``."""
+"""The base configurations of the trainers, as trl's ``_BaseConfig``: :class:`BaseConfig` (every zELO trainer,
+zembed included) and :class:`RerankerConfig` (the cross-encoders: pairwise and pointwise)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,26 @@ from ..modeling.encoding import check_lengths
 
 
 @dataclass
-class RerankerConfig(TrainingArguments):
+class BaseConfig(TrainingArguments):
+    r"""The ``TrainingArguments`` defaults every zELO trainer changes, and the query length they all cut to.
+
+    Parameters:
+        max_query_length (`int`, defaults to `64`): queries are cut to this many tokens.
+
+    Defaults that differ from `TrainingArguments`: `learning_rate=2e-5`, `logging_steps=10`,
+    `remove_unused_columns=False` (the collators tokenize the text columns per batch).
+    """
+
+    max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
+    )
+
+
+@dataclass
+class RerankerConfig(BaseConfig):
     r"""What :class:`PairwiseConfig` and :class:`PointwiseConfig` share: the scoring head, lengths, LoRA merging.
 
     Parameters:
@@ -28,9 +48,8 @@ class RerankerConfig(TrainingArguments):
         max_length (`int`, defaults to `512`), max_query_length (`int`, defaults to `64`): only documents are
             truncated; the query is cut to `max_query_length` tokens.
 
-    Defaults that differ from `TrainingArguments`: `learning_rate=2e-5`, `logging_steps=10`,
-    `bf16=None` (on where CUDA supports bf16), `remove_unused_columns=False` (the collators read the text columns),
-    `label_names` (each subclass's `default_label_names`).
+    Defaults that differ from `TrainingArguments`: those of :class:`BaseConfig`, `bf16=None` (on where CUDA supports
+    bf16) and `label_names` (each subclass's `default_label_names`).
     """
 
     default_label_names: ClassVar[tuple[str, ...]] = ("labels",)
@@ -45,7 +64,6 @@ class RerankerConfig(TrainingArguments):
         },
     )
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per input; only documents are truncated."})
-    max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
     model_init_kwargs: dict | str | None = field(
         default=None,
         metadata={
@@ -60,14 +78,8 @@ class RerankerConfig(TrainingArguments):
             "CrossEncoder) and the adapter to output_dir/adapter."
         },
     )
-    # TrainingArguments defaults that change
-    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 mixed precision; None turns it on where CUDA supports bf16."}
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep the text columns: the collator tokenizes them per batch."}
     )
 
     def __post_init__(self):

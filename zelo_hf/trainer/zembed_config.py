@@ -1,16 +1,15 @@
-"""Configuration of :class:`~zelo_hf.trainer.ZembedTrainer` (a ``transformers.TrainingArguments``)."""
+"""Configuration of :class:`~zelo_hf.trainer.ZembedTrainer` (a :class:`BaseConfig`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-
+from .base_config import BaseConfig
 from .losses import ZEMBED_LOSSES
 
 
 @dataclass
-class ZembedConfig(TrainingArguments):
+class ZembedConfig(BaseConfig):
     r"""Configuration of the query-side zembed bi-encoder trained on zELO label sets (ZELO.md step 8).
 
     The document tower stays the base model (frozen; its embeddings are computed once, so an existing index of the
@@ -39,9 +38,10 @@ class ZembedConfig(TrainingArguments):
             the untrained base included, is the one kept (`keep_best`).
         keep_best (`bool`, defaults to `True`): restore the best-scoring state at the end of training.
 
-    Defaults that differ from `TrainingArguments`: `learning_rate=2e-5`, `num_train_epochs=4`,
+    Defaults that differ from `TrainingArguments`: those of :class:`BaseConfig` (`learning_rate=2e-5`,
+    `logging_steps=10`, `remove_unused_columns=False`), `num_train_epochs=4`,
     `per_device_train_batch_size=16` (queries), `eval_strategy="epoch"` (when there is an `eval_dataset`),
-    `save_strategy="no"`, `logging_steps=10`, `weight_decay=0.01`, `remove_unused_columns=False`.
+    `save_strategy="no"`, `weight_decay=0.01`.
     """
 
     loss_type: str = field(
@@ -51,23 +51,17 @@ class ZembedConfig(TrainingArguments):
     )
     temperature: float = field(default=0.05, metadata={"help": "Softmax temperature of the student's cosines."})
     teacher_temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the zELO scores."})
-    max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
     document_batch_size: int = field(default=64, metadata={"help": "Batch size of the document embedding pass."})
     selection_metric: str = field(
         default="label_ndcg@10", metadata={"help": "Dev metric that picks the kept state (epoch 0 = the base)."}
     )
     keep_best: bool = field(default=True, metadata={"help": "Restore the best dev state at the end of training."})
     # TrainingArguments defaults that change
-    learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
     num_train_epochs: float = field(default=4.0, metadata={"help": "Total number of training epochs."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Queries per device per step."})
     eval_strategy: str = field(default="epoch", metadata={"help": "When the dev metric is computed."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpoints (the best state is kept in memory)."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep the text columns: the collator tokenizes the queries per batch."}
-    )
 
     def __post_init__(self):
         if self.loss_type not in ZEMBED_LOSSES:
