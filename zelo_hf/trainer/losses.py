@@ -94,10 +94,12 @@ def multi_positive_nce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: to
 
 
 class Objective(NamedTuple):
-    """A ``loss_type``: the dataset column its targets come from and the loss of ``(scores, batch, args)``."""
+    """A ``loss_type``: the dataset column its targets come from, the loss of ``(scores, batch, args)`` and the
+    config fields it reads (shown on the model card)."""
 
     column: str
     loss: Callable[[torch.Tensor, dict, object], torch.Tensor]
+    knobs: tuple[str, ...] = ()
 
 
 def _grouped_info_nce(scores, batch, args):
@@ -105,18 +107,23 @@ def _grouped_info_nce(scores, batch, args):
 
 
 POINTWISE_LOSSES: dict[str, Objective] = {
-    "mse": Objective("score", lambda scores, batch, args: mse_loss(scores, batch["labels"])),
-    "soft_bce": Objective("score", lambda scores, batch, args: soft_bce_loss(scores, batch["labels"])),
+    "mse": Objective("score", lambda scores, batch, args: mse_loss(scores, batch["labels"]), ("target_transform",)),
+    "soft_bce": Objective(
+        "score", lambda scores, batch, args: soft_bce_loss(scores, batch["labels"]), ("target_transform", "temperature")
+    ),
     "binary": Objective("label", lambda scores, batch, args: binary_bce_loss(scores, batch["labels"])),
-    "contrastive": Objective("label", _grouped_info_nce),
+    "contrastive": Objective("label", _grouped_info_nce, ("temperature", "num_negatives")),
 }
 
 ZEMBED_LOSSES: dict[str, Objective] = {
     "listwise_kl": Objective(
         "score",
         lambda scores, batch, args: listwise_kl_loss(scores, batch["targets"], batch["mask"], args.teacher_temperature),
+        ("temperature", "teacher_temperature"),
     ),
     "contrastive": Objective(
-        "labels", lambda scores, batch, args: multi_positive_nce_loss(scores, batch["targets"], batch["mask"])
+        "labels",
+        lambda scores, batch, args: multi_positive_nce_loss(scores, batch["targets"], batch["mask"]),
+        ("temperature",),
     ),
 }

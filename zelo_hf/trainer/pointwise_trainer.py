@@ -1,7 +1,8 @@
 """The pointwise reranker (ZELO.md step 7): regress calibrated zELO scores, plus baselines for ablations.
 
 Input rows follow ``flatten_labels`` (``query_id``, ``query``, ``doc_id``, ``doc``, ``score``); the ``binary``
-and ``contrastive`` baselines read a 0/1 ``label`` column instead (e.g. ``grade > 0``).
+and ``contrastive`` baselines read a 0/1 ``label`` column instead (e.g. ``grade > 0``). ``loss_type`` picks the loss
+and the target column through ``losses.POINTWISE_LOSSES``; ``target_transform`` only changes the ``score`` targets.
 """
 
 from __future__ import annotations
@@ -111,9 +112,8 @@ class PointwiseTrainer(RerankerTrainer):
         return pointwise_metrics(np.asarray(eval_pred.predictions), labels, query_index)
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The shared hyper-parameters, ``loss_type`` and the knobs of that loss."""
-        own = {"mse": ["target_transform"], "soft_bce": ["target_transform", "temperature"], "binary": [],
-               "contrastive": ["temperature", "num_negatives"]}[self.args.loss_type]
+        """The shared hyper-parameters, ``loss_type`` and the knobs of that loss (its ``POINTWISE_LOSSES`` entry)."""
+        own = POINTWISE_LOSSES[self.args.loss_type].knobs
         return {**super().hyperparameters(), **card_values(self.args, ["loss_type", *own])}
 
 
