@@ -290,7 +290,7 @@ def train_and_evaluate(arm: str, seed: int, train_ds, eval_candidates, qrels, ar
     config = PointwiseConfig(
         output_dir=str(out / "trainer"),
         loss_type="mse" if arm in ZELO_ARMS else arm,
-        target_transform="standardize",
+        target_transform="standardize" if arm in ZELO_ARMS else "raw",  # the baselines read 0/1 labels as they are
         num_negatives=args.num_negatives,
         num_train_epochs=args.epochs,
         per_device_train_batch_size=_batch_size(arm, args),

@@ -1,4 +1,7 @@
-"""Trainers for zELO models: the pairwise judge distiller and the pointwise reranker (TRL-style pairs of files)."""
+"""Trainers for zELO models, on TRL's layout: a config/trainer pair of files per model (the pairwise judge distiller,
+the pointwise reranker, the zembed query tower) over ``base_config`` (``BaseConfig``, ``RerankerConfig``) and
+``base_trainer`` (``RerankerTrainer``); ``losses`` (pure losses and the ``loss_type`` tables), ``metrics``,
+``collators`` and ``lora`` (the one LoRA path, ``get_lora_config``)."""
 
 from __future__ import annotations
 
