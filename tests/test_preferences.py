@@ -65,6 +65,13 @@ def test_failed_pairs_are_listed_never_ties(candidates):
     assert per_judge["bad"]["failed_votes"] == N_DOCS and per_judge["good"]["votes"] == N_DOCS
 
 
+def test_a_bad_combine_fails_before_anything_is_judged(candidates, tmp_path):
+    llm = LiteLLMJudge("openai/gpt-4o-mini", api_base="http://127.0.0.1:9/v1")  # a dead server: nothing may be sent
+    with pytest.raises(ValueError, match="combine"):
+        judge_pairs(candidates, llm, degree=4, cache=tmp_path / "c.sqlite", combine="max", progress=False)
+    assert llm.requests_sent == 0 and not (tmp_path / "c.sqlite").exists()
+
+
 def test_cross_query_pairs_dataset(candidates):
     pairs = Dataset.from_list([
         {"query_id": "q0", "query": "query q0", "doc_a_id": "d0_1", "doc_a": "x", "doc_b_id": "d1_3", "doc_b": "y",

@@ -23,7 +23,7 @@ from .batch import run_provider_batches
 from .cache import JudgmentCache, call_keys
 from .pairs import to_comparisons
 from .preference_set import assemble, dry_run_summary, summary_of
-from .votes import Comparison, Vote
+from .votes import Comparison, Vote, combine_votes
 
 logger = get_logger(__name__)
 
@@ -199,6 +199,8 @@ def judge_pairs(
     if batch and cache is None and not dry_run:
         raise ValueError("batch=True needs a judgment cache (got cache=None): pass cache=<path>; the batch ids are "
                          "stored there so a restart resumes polling instead of submitting again.")
+    combine = combine or judge.combine
+    combine_votes([], combine)  # a bad `combine` fails here, not after the judging was paid for
     for leaf in judge.leaves():  # bad settings fail here, before anything is sent
         leaf.check(batch=batch and not dry_run)
     owned = isinstance(cache, str | Path)  # opened here from a path: closed here (the WAL is folded back)
@@ -214,7 +216,7 @@ def judge_pairs(
     finally:
         if owned and cache is not None:
             cache.close()
-    preferences, failed, probs = assemble(pairs, runs, combine or judge.combine)
+    preferences, failed, probs = assemble(pairs, runs, combine)
     summary = summary_of(runs, pairs, probs, judge, degree, seed, time.perf_counter() - started, failed)
     return JudgingResult(preferences, summary, failed, pairs)
 
