@@ -11,7 +11,7 @@ from scipy.special import expit
 
 from zelo_hf.judging.base import EnsembleJudge
 from zelo_hf.judging.cache import cache_key
-from zelo_hf.judging.factory import build_judge, judge_from_config
+from zelo_hf.judging.factory import build_judge, judge_cache_path, judge_from_config
 from zelo_hf.judging.limits import RateLimiter
 from zelo_hf.judging.litellm_judge import LiteLLMJudge
 from zelo_hf.judging.local import PairwiseModelJudge, SimulatedJudge
@@ -298,6 +298,11 @@ def test_build_judge_is_the_one_factory():
         "simulated", "gpt"]
     with pytest.raises(ValueError, match="no judge given"):
         build_judge([])
+
+
+def test_one_default_cache_path_next_to_the_output_folder(tmp_path):
+    assert judge_cache_path(None, tmp_path / "prefs/") == tmp_path / "prefs.judgments.sqlite"
+    assert judge_cache_path(str(tmp_path / "mine.sqlite"), tmp_path / "prefs") == tmp_path / "mine.sqlite"
 
 
 def test_judge_from_config():
