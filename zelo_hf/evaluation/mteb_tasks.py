@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data import RetrievalData
 from ..utils import require
 from .metrics import DEFAULT_METRICS, parse_metrics
 from .reranking import candidate_rows
@@ -76,8 +77,6 @@ def make_mteb_task(
 
 def retrieval_data_from_mteb(task, split: str = "test", subset: str = "default"):
     """The loaded split of an MTEB retrieval task as :class:`~zelo_hf.data.RetrievalData` (to build a first stage)."""
-    from .data import RetrievalData
-
     if not task.data_loaded:
         task.load_data()
     task.convert_v1_dataset_format_to_v2()
