@@ -21,13 +21,17 @@ pairs are recorded as failed, and the command exits with status 4 (3: some pairs
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trl import TrlParser
+
 from ..adaptive import judge_candidates
+from ..data import load_retrieval_data
 from ..hub import load_dataset_any
 from ..judging.factory import build_judge, judge_cache_path
 from ..judging.preference_set import save_preference_set
@@ -133,17 +137,11 @@ class JudgeArguments:
 
 
 def make_parser():
-    import argparse
-
-    from trl import TrlParser
-
     return TrlParser((JudgeArguments,), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _qrels(args: JudgeArguments, dataset) -> dict[str, dict[str, int]] | None:
     if args.data:
-        from ..data import load_retrieval_data
-
         return load_retrieval_data(args.data, split=args.data_split).qrels
     if "grades" in dataset.column_names:
         cols = dataset.select_columns(["query_id", "doc_ids", "grades"]).to_dict()
