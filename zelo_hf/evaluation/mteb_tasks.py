@@ -9,7 +9,7 @@ from typing import Any
 from ..data import RetrievalData
 from ..utils import require
 from .metrics import DEFAULT_METRICS, parse_metrics
-from .reranking import candidate_rows
+from .reranking import candidate_dicts
 from .scorers import load_scorer
 
 
@@ -105,7 +105,7 @@ def add_first_stage(task, candidates, split: str = "test", subset: str = "defaul
 
 def top_ranked_from_candidates(candidates) -> dict[str, list[str]]:
     """``{query_id: [doc_id, ...]}`` in first-stage order, MTEB's ``top_ranked`` for reranking tasks."""
-    return {str(r["query_id"]): [str(d) for d in r["doc_ids"]] for r in candidate_rows(candidates)}
+    return {str(r["query_id"]): [str(d) for d in r["doc_ids"]] for r in candidate_dicts(candidates)}
 
 
 def run_mteb(model: Any, task, split: str = "test", batch_size: int = 32, prediction_folder: str | Path | None = None):

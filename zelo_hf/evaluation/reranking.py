@@ -13,7 +13,7 @@ from .metrics import DEFAULT_METRICS, Qrels, Run, evaluate_run
 from .scorers import as_score_fn
 
 
-def candidate_rows(candidates) -> list[dict[str, Any]]:
+def candidate_dicts(candidates) -> list[dict[str, Any]]:
     """A candidate set (a ``Dataset`` or a list of row dicts) as row dicts, its columns checked."""
     names = getattr(candidates, "column_names", None) or (list(candidates[0]) if len(candidates) else CANDIDATE_COLUMNS)
     require_columns(names, CANDIDATE_COLUMNS, "the candidate set", "build it with `zelo_hf.bm25_candidates`.")
@@ -23,7 +23,7 @@ def candidate_rows(candidates) -> list[dict[str, Any]]:
 def first_stage_run(candidates) -> Run:
     """The first stage's own ranking as a run (``first_stage_scores``, or descending ranks where absent)."""
     run: Run = {}
-    for row in candidate_rows(candidates):
+    for row in candidate_dicts(candidates):
         n = len(row["doc_ids"])
         scores = row.get("first_stage_scores") or list(range(n, 0, -1))
         run[str(row["query_id"])] = {str(d): float(s) for d, s in zip(row["doc_ids"], scores)}
@@ -40,7 +40,7 @@ def random_run(candidates, seed: int) -> Run:
     """A random ordering of each query's candidates (the floor every reranker must clear), seeded."""
     rng = np.random.default_rng(seed)
     return {str(r["query_id"]): {str(d): float(v) for d, v in zip(r["doc_ids"], rng.permutation(len(r["doc_ids"])))}
-            for r in candidate_rows(candidates)}
+            for r in candidate_dicts(candidates)}
 
 
 def rerank_candidates(
@@ -58,7 +58,7 @@ def rerank_candidates(
     """
     if top_k is not None and top_k < 1:
         raise ValueError(f"`top_k` must be >= 1 or None (got top_k={top_k}): pass e.g. top_k=100.")
-    rows = candidate_rows(candidates)
+    rows = candidate_dicts(candidates)
     score_fn = as_score_fn(scorer, batch_size=batch_size, kind=kind, max_length=max_length)
     counts = [len(r["doc_ids"]) if top_k is None else min(top_k, len(r["doc_ids"])) for r in rows]
     queries = [r["query"] for r, n in zip(rows, counts) for _ in range(n)]
