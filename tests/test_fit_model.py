@@ -101,3 +101,16 @@ def test_a_missing_model_fails_before_any_stage_runs(tmp_path, model, match):
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         run_zerank(args, training_args, ModelConfig(model_name_or_path=model))
     assert not (tmp_path / "run" / "candidates").exists() and not (tmp_path / "run" / "preferences").exists()
+
+
+def test_the_library_steps_refuse_a_bad_model_before_any_work():
+    from datasets import Dataset
+
+    from zelo_hf.calibration import calibrate_labels
+    from zelo_hf.labeling import label_preferences
+
+    empty = Dataset.from_dict({"query_id": []})  # would fail later, on its columns: the model is checked first
+    with pytest.raises(ValueError, match=r"`model` must be one of \('thurstone', 'bradley-terry'\)"):
+        label_preferences(empty, model="logistic")
+    with pytest.raises(ValueError, match=r"`model` must be one of \('thurstone', 'bradley-terry'\)"):
+        calibrate_labels(empty, empty, model="probit")

@@ -38,7 +38,7 @@ from .schema import (
     cross_pair_features,
     require_columns,
 )
-from .thurstone import DEFAULT_PRIOR_SD, fit_scores_flat
+from .thurstone import DEFAULT_PRIOR_SD, check_fit_model, fit_scores_flat
 from .utils import get_logger
 
 logger = get_logger(__name__)
@@ -252,6 +252,7 @@ def calibrate_labels(
         model, prior_sd: as in the within-query fit (use the same model).
         return_result: also return the :class:`OffsetResult` (diagnostics).
     """
+    check_fit_model(model)
     require_columns(cross_pref_ds.column_names, CROSS_FIT_COLUMNS, "the cross-query preference set")
     if len(cross_pref_ds) == 0:
         raise ValueError("the cross-query preference set has no rows: write pairs with `zelo calibrate --sample_pairs`, "

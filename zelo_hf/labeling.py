@@ -19,7 +19,7 @@ import numpy as np
 from .grouping import group_preferences
 from .label_sets import save_label_set
 from .schema import FIT_COLUMNS, GROUPED_FIT_COLUMNS, LABEL_COLUMNS, require_columns
-from .thurstone import DEFAULT_PRIOR_SD, available_cores, fit_scores_flat
+from .thurstone import DEFAULT_PRIOR_SD, available_cores, check_fit_model, fit_scores_flat
 
 __all__ = ["thurstone_map", "label_preferences", "flatten_labels"]
 
@@ -214,6 +214,7 @@ def label_preferences(
         max_shard_size: parquet shard size of the saved folder (see :func:`save_label_set`).
         card_info: extra card variables (e.g. ``source``), see :func:`save_label_set`.
     """
+    check_fit_model(model)  # before grouping: a bad model fails before any work
     if push_to_hub and output_dir is None:
         raise ValueError(f"push_to_hub={push_to_hub!r} needs `output_dir`: the folder that gets uploaded.")
     grouped = group_preferences(pref_ds, drop_failed=drop_failed)
