@@ -94,6 +94,7 @@ def test_zerank_writes_every_stage_artifact(zerank_run):
     prefs = load_dataset(str(output_dir / "preferences"), split="train")
     assert len(prefs) == 6 * 6 and {"prob_a", "votes", "doc_a_id"} <= set(prefs.column_names)
     assert "zelo" in (output_dir / "preferences" / "README.md").read_text()
+    assert (output_dir / "preferences.judgments.sqlite").exists()  # judgment cache: next to the stage, not in it
     assert len(load_split(output_dir / "pairwise_preferences", "train")) == 3 * 6
     assert (output_dir / "pairwise" / "model" / "config.json").exists()
     labels = load_split(output_dir / "labels", "train")
