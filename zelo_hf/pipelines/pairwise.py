@@ -41,33 +41,56 @@ class PairwiseArguments:
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size of the evaluation."})
 
 
+@dataclass
+class PairwiseRun:
+    """A trained pairwise model with its agreement with the judges on held-out queries, before and after."""
+
+    trainer: Any
+    result: Any  # transformers' TrainOutput
+    before: dict[str, float]
+    after: dict[str, float]
+    train_rows: int
+    eval_rows: int
+
+
+def train_pairwise_model(preferences, model: str, config, model_args=None, eval_fraction: float = 0.2, seed: int = 0,
+                         dataset_name: str | None = None) -> PairwiseRun:
+    """Failed pairs dropped, whole queries held out (``split_by_query``), the model trained (``build_trainer``, as
+    ``zelo train-pairwise``) and measured on them before (when measurable) and after: the body of ``zelo pairwise``
+    and of the zerank pairwise stage."""
+    preferences = preferences.filter(lambda p: p is not None, input_columns="prob_a", desc="Dropping failed pairs")
+    train, held_out = split_by_query(preferences, eval_fraction, seed)
+    trainer = build_trainer(PairwiseTrainer, model, config, model_args, train, held_out, dataset_name=dataset_name)
+    # the base model's agreement, before any training; under DeepSpeed the engine only exists once training starts
+    measure_base = held_out is not None and not trainer.is_deepspeed_enabled
+    before = trainer.evaluate(metric_key_prefix="base") if measure_base else {}  # the card shows both
+    result = trainer.train()
+    after = trainer.evaluate() if held_out is not None else {}
+    return PairwiseRun(trainer, result, before, after, len(train), len(held_out) if held_out is not None else 0)
+
+
 def run_pairwise(args: PairwiseArguments, training_args, model_args) -> dict[str, Any]:
     """Preference set -> PairwiseTrainer -> held-out agreement before/after -> save (+ push through push_folder)."""
-    preferences = load_dataset_any(args.preference_set)
-    preferences = preferences.filter(lambda p: p is not None, input_columns="prob_a", desc="Dropping failed pairs")
-    train, evaluation = split_by_query(preferences, args.eval_query_fraction, args.query_seed)
     config = copy.copy(training_args)
     config.push_to_hub = False  # one upload, below, through zelo_hf.hub.push_folder
     hub_id = args.preference_set if "/" in args.preference_set and not Path(args.preference_set).exists() else None
-    trainer = build_trainer(PairwiseTrainer, resolve_model_name(model_args.model_name_or_path), config, model_args,
-                            train, evaluation, dataset_name=hub_id)  # as `zelo train-pairwise`
-    before = trainer.evaluate(metric_key_prefix="base") if evaluation is not None else {}  # the card shows both
-    result = trainer.train()
-    after = trainer.evaluate() if evaluation is not None else {}
+    run = train_pairwise_model(load_dataset_any(args.preference_set), resolve_model_name(model_args.model_name_or_path),
+                               config, model_args, args.eval_query_fraction, args.query_seed, dataset_name=hub_id)
     output_dir = Path(training_args.output_dir) / "model"
-    trainer.save_model(str(output_dir))
-    if training_args.push_to_hub and trainer.is_world_process_zero():
+    run.trainer.save_model(str(output_dir))
+    if training_args.push_to_hub and run.trainer.is_world_process_zero():
         if not training_args.hub_model_id:
             raise ValueError("push_to_hub=True needs `hub_model_id` (got None): pass --hub_model_id you/pairwise-judge.")
         hub.push_folder(output_dir, training_args.hub_model_id, repo_type="model", private=training_args.hub_private_repo)
-    return {"before": before, "after": after, "train_loss": result.training_loss, "train_rows": len(train),
-            "eval_rows": len(evaluation) if evaluation is not None else 0, "output_dir": str(output_dir)}
+    return {"before": run.before, "after": run.after, "train_loss": run.result.training_loss,
+            "train_rows": run.train_rows, "eval_rows": run.eval_rows, "output_dir": str(output_dir)}
 
 
 def own_option_fields() -> set[str]:
     """The options this pipeline adds (its arguments and the config fields ``TrainingArguments`` lacks): ``zelo pairwise
     --help`` lists them first, in their own group."""
-    return {f.name for f in fields(PairwiseArguments)} | ({f.name for f in fields(PairwiseConfig)} - {f.name for f in fields(TrainingArguments)})
+    extra = {f.name for f in fields(PairwiseConfig)} - {f.name for f in fields(TrainingArguments)}
+    return {f.name for f in fields(PairwiseArguments)} | extra
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:

@@ -150,7 +150,8 @@ def _settings(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
 def own_option_fields() -> set[str]:
     """The options this pipeline adds (its arguments and the config fields ``TrainingArguments`` lacks): ``zelo zerank
     --help`` lists them first, in their own group."""
-    return {f.name for f in fields(ZerankArguments)} | ({f.name for f in fields(PointwiseConfig)} - {f.name for f in fields(TrainingArguments)})
+    extra = {f.name for f in fields(PointwiseConfig)} - {f.name for f in fields(TrainingArguments)}
+    return {f.name for f in fields(ZerankArguments)} | extra
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:

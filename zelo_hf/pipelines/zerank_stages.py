@@ -12,7 +12,7 @@ from datasets import DatasetDict, concatenate_datasets
 from ..adaptive import judge_candidates
 from ..calibration import calibrate_label_set, sample_cross_query_pairs
 from ..candidates import first_stage_candidates
-from ..data import load_retrieval_data, plan_queries, split_by_query
+from ..data import load_retrieval_data, plan_queries
 from ..evaluation.metrics import cross_query_auc
 from ..evaluation.reranking import label_run
 from ..hub import has_split, load_dataset_any, load_split, save_dataset_folder
@@ -22,9 +22,9 @@ from ..judging.preference_set import save_preference_set
 from ..label_sets import label_summary, save_label_set
 from ..labeling import label_preferences
 from ..stages import read_marker
-from ..trainer import PairwiseConfig, PairwiseTrainer
-from ..training import build_trainer
+from ..trainer import PairwiseConfig
 from ..utils import get_logger, resolve_model_name
+from .pairwise import train_pairwise_model
 from .zerank_args import ZerankArguments
 from .zerank_training import sub_config, training_summary
 
@@ -83,9 +83,6 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
 
 def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
     """Train the pairwise small model on the judged preferences (every process takes part)."""
-    preferences = load_split(output_dir / "preferences", "train")
-    preferences = preferences.filter(lambda p: p is not None, input_columns="prob_a", desc="Dropping failed pairs")
-    train, held_out = split_by_query(preferences, args.pairwise_eval_query_fraction, args.query_seed + 4)
     config = sub_config(
         training_args,
         PairwiseConfig,
@@ -96,17 +93,14 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
         max_length=args.pairwise_max_length,
         hub_model_id=args.pairwise_model_repo_id,
     )
-    trainer = build_trainer(PairwiseTrainer, resolve_model_name(args.pairwise_model_name_or_path), config, None,
-                            train, held_out, dataset_name=args.preference_set_repo_id)
-    # the base model's agreement, before any training; under DeepSpeed the engine only exists once training starts
-    measure_base = held_out is not None and not trainer.is_deepspeed_enabled
-    base = trainer.evaluate(metric_key_prefix="base") if measure_base else {}
-    result = trainer.train()
-    after = trainer.evaluate() if held_out is not None else {}
-    trainer.save_model(str(stage_dir / "model"))  # the card shows both evaluations
-    return {"rows": len(train), "held_out_rows": len(held_out) if held_out is not None else 0,
-            "agreement": after.get("eval_agreement"), "base_agreement": base.get("base_agreement"),
-            "confident_pairs": after.get("eval_confident_pairs"), **training_summary(trainer, result)}
+    run = train_pairwise_model(load_split(output_dir / "preferences", "train"),
+                               resolve_model_name(args.pairwise_model_name_or_path), config, None,
+                               args.pairwise_eval_query_fraction, args.query_seed + 4,
+                               dataset_name=args.preference_set_repo_id)  # the body of `zelo pairwise`
+    run.trainer.save_model(str(stage_dir / "model"))  # the card shows both evaluations
+    return {"rows": run.train_rows, "held_out_rows": run.eval_rows, "agreement": run.after.get("eval_agreement"),
+            "base_agreement": run.before.get("base_agreement"),
+            "confident_pairs": run.after.get("eval_confident_pairs"), **training_summary(run.trainer, run.result)}
 
 
 def check_pairwise_agreement(summary: dict[str, Any], threshold: float) -> None:
