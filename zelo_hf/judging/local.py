@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..modeling.encoding import DEFAULT_MAX_QUERY_LENGTH
 from .base import Judge
 from .votes import Comparison, Vote, digest
 
@@ -124,7 +125,7 @@ class PairwiseModelJudge(Judge):
     swap = False
 
     def __init__(self, model_path_or_scorer: Any, batch_size: int = 32, max_length: int | None = None,
-                 name: str | None = None, max_query_length: int = 64):
+                 name: str | None = None, max_query_length: int = DEFAULT_MAX_QUERY_LENGTH):
         if isinstance(model_path_or_scorer, str | os.PathLike):
             from ..modeling.scoring import PairwiseScorer
 

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 from transformers import TrainingArguments
 
-from ..modeling.encoding import check_lengths
+from ..modeling.encoding import DEFAULT_MAX_QUERY_LENGTH, check_lengths
 
 
 @dataclass
@@ -24,7 +24,9 @@ class BaseConfig(TrainingArguments):
     `remove_unused_columns=False` (the collators tokenize the text columns per batch).
     """
 
-    max_query_length: int = field(default=64, metadata={"help": "Queries are cut to this many tokens."})
+    max_query_length: int = field(
+        default=DEFAULT_MAX_QUERY_LENGTH, metadata={"help": "Queries are cut to this many tokens."}
+    )
     learning_rate: float = field(default=2e-5, metadata={"help": "The initial learning rate for AdamW."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
     remove_unused_columns: bool = field(
