@@ -397,15 +397,28 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
             **metrics["aggregate"], "pooled_auc": cross_query_auc(run, qrels)}
 
 
-def _zembed_index(train_cands, eval_cands, args: AblationArguments):
+def _zembed_index(train_cands, eval_cands, args: AblationArguments, folder: Path):
+    """The frozen document tower's embeddings of every training and held-out candidate, computed once and cached
+    (``folder/index-<key>.pt``: the texts, the base model and its max_length make the key)."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     from zelo_hf.trainer import DocumentIndex
 
-    encoder = SentenceTransformer(base_model_path(args.model_name_or_path), device=_device(args))
     texts = [d for docs in train_cands["docs"] for d in docs[: args.train_depth]]
     texts += [d for docs in eval_cands["docs"] for d in docs]
-    return DocumentIndex.build(encoder, texts, batch_size=args.eval_batch_size)
+    model = base_model_path(args.model_name_or_path)
+    digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    path = folder / f"index-{_key({'texts': digest, 'model': model, 'len': args.max_length})}.pt"
+    if path.exists():
+        cached = torch.load(path)
+        return DocumentIndex(cached["texts"], cached["embeddings"])
+    encoder = SentenceTransformer(model, device=_device(args))
+    encoder.max_seq_length = args.max_length
+    index = DocumentIndex.build(encoder, texts, batch_size=args.eval_batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"texts": index.texts, "embeddings": index.embeddings}, path)
+    return index
 
 
 # -------------------------------------------------------------------------------------------------- one dataset
@@ -478,7 +491,7 @@ def run_dataset(name: str, args: AblationArguments) -> dict[str, Any]:
         if arm == "zelo":  # the same judged pairs, minus the cross-query comparisons
             targets["uncalibrated"] = (_label_scores(labels, "elo"), len(prefs))
 
-    index = _zembed_index(train_cands, eval_cands, args) if args.model_kind == "zembed" else None
+    index = _zembed_index(train_cands, eval_cands, args, root) if args.model_kind == "zembed" else None
     rows = _baselines(name, test, eval_cands, args, index)
     records = []
     for arm in arms:
