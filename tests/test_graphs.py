@@ -101,3 +101,22 @@ def test_simulate_queries_layout():
     lat, edges, probs = sim.query(2)
     assert len(lat) == 20 and edges.max() < 20 and len(edges) == 40 and len(probs) == 40
     assert np.all((latent_scores(1000, 0) >= -2) & (latent_scores(1000, 0) <= 2))
+
+
+def test_zelo_graph_writes_the_pairs_that_judging_judges():
+    """`zelo graph` (candidate_pairs) and `zelo judge --candidates` / the recipe (build_pairs) draw each query's graph
+    from (seed, query_id): the same pairs, whatever the order or subset of queries (so the cache entries are shared)."""
+    from datasets import Dataset
+
+    from zelo_hf.graphs import candidate_pairs
+    from zelo_hf.judging.pairs import build_pairs
+
+    rows = [{"query_id": f"q{i}", "query": f"query {i}", "doc_ids": [f"d{j}" for j in range(6 + i)],
+             "docs": [f"doc {j}" for j in range(6 + i)]} for i in range(4)]
+    candidates = Dataset.from_list(rows)
+    pairs = candidate_pairs(candidates, degree=4, seed=7)
+    written = set(zip(pairs["query_id"], pairs["doc_a_id"], pairs["doc_b_id"]))
+    judged = {(c.query_id, c.doc_a_id, c.doc_b_id) for c in build_pairs(candidates, degree=4, seed=7)}
+    assert written == judged and len(written) == len(pairs)
+    subset = candidate_pairs(Dataset.from_list(rows[::-1][:2]), degree=4, seed=7)
+    assert set(zip(subset["query_id"], subset["doc_a_id"], subset["doc_b_id"])) <= written

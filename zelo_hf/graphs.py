@@ -16,6 +16,7 @@ would), so ``n = 2`` gives the single comparison ``(0, 1)``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -29,7 +30,14 @@ __all__ = [
     "is_connected",
     "graph_diameter",
     "candidate_pairs",
+    "query_seed",
 ]
+
+
+def query_seed(seed: int, query_id: str) -> int:
+    """The seed of one query's comparison graph: (seed, query_id), so it does not depend on the other queries (the
+    same graph in ``zelo graph``, ``zelo judge --candidates`` and the zerank preferences stage)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{query_id}".encode()).digest()[:8], "little")
 
 
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -179,19 +187,19 @@ def graph_diameter(edges: np.ndarray, n: int) -> int:
     return -1 if np.isinf(dist).any() else int(dist.max())
 
 
-def candidate_pairs(candidates, degree: int = 8, seed: int | np.random.Generator | None = 0):
+def candidate_pairs(candidates, degree: int = 8, seed: int = 0):
     """The pairs to judge for a candidate set: one row per pair, the preference-set schema without ``prob_a``.
 
     ``candidates`` is a ``datasets.Dataset`` with ``query_id`` and ``doc_ids`` (plus ``query`` and ``docs``,
-    copied to the pairs when present). Each query gets :func:`comparison_graph` over its candidates, drawn from
-    one generator seeded by ``seed``, so the same candidate set and seed give the same pairs.
+    copied to the pairs when present). Each query gets :func:`comparison_graph` over its candidates seeded by
+    :func:`query_seed` (``seed``, ``query_id``): the pairs that ``judge_pairs`` judges for the same candidates,
+    degree and seed (so their cache entries are shared), whatever the order or subset of queries.
     """
     from datasets import Dataset
 
     require_columns(candidates.column_names, ("query_id", "doc_ids"), "the candidate set",
                     "it needs one row per query with `query_id` and `doc_ids` (see docs/design.md), e.g. from "
                     "`zelo candidates`.")
-    rng = _rng(seed)
     with_text = "query" in candidates.column_names and "docs" in candidates.column_names
     rows: dict[str, list] = {c: [] for c in PAIR_COLUMNS}
     for row in candidates:
@@ -204,7 +212,7 @@ def candidate_pairs(candidates, degree: int = 8, seed: int | np.random.Generator
             raise ValueError(
                 f"query_id={row['query_id']!r} has {len(row['doc_ids'])} candidate(s): drop it or retrieve more."
             )
-        edges = comparison_graph(len(row["doc_ids"]), degree, seed=rng)
+        edges = comparison_graph(len(row["doc_ids"]), degree, seed=query_seed(seed, str(row["query_id"])))
         ids = np.asarray(row["doc_ids"], dtype=object)
         rows["query_id"] += [row["query_id"]] * len(edges)
         rows["doc_a_id"] += ids[edges[:, 0]].tolist()

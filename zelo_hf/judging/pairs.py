@@ -3,11 +3,10 @@ dataset (:func:`pairs_from_dataset`, e.g. cross-query pairs), as :class:`Compari
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Any
 
-from ..graphs import comparison_graph
+from ..graphs import comparison_graph, query_seed
 from ..schema import CANDIDATE_COLUMNS, CROSS_QUERY_COLUMNS, PAIR_COLUMNS, require_columns
 from ..utils import get_logger
 from .votes import Comparison
@@ -15,11 +14,6 @@ from .votes import Comparison
 logger = get_logger(__name__)
 
 _CANDIDATES_FIX = "build it with zelo_hf.candidates (e.g. `zelo candidates`)."
-
-
-def query_seed(seed: int, query_id: str) -> int:
-    """The seed of one query's comparison graph: (seed, query_id), so it does not depend on the other queries."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{query_id}".encode()).digest()[:8], "little")
 
 
 def candidate_rows(candidates: Any) -> Iterator[tuple[str, str, list[str], list]]:
