@@ -131,3 +131,14 @@ def test_a_judge_run_where_every_call_failed(tmp_path, capsys):
     assert cli.main(["fit", "--input", str(tmp_path / "out"), "--output_dir", str(tmp_path / "labels")], catch=True) == 1
     err = capsys.readouterr().err
     assert "out has no rows in split 'train': it is a judging run where every call failed (8 failed pairs" in err
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_each_command_module_owns_the_help_line_the_usage_shows(command):
+    """`zelo --help` lists HELPS without importing the commands; each module's HELP is the same line (the recipes'
+    pipelines, `zelo zerank|pairwise|zembed`, included), and each has make_parser() and main()."""
+    import importlib
+
+    module = importlib.import_module(cli.COMMANDS[command])
+    assert module.HELP == cli.HELPS[command]
+    assert callable(module.make_parser) and callable(module.main)
