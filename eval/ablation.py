@@ -41,7 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from zelo_hf.evaluation.metrics import cross_query_auc  # noqa: E402
 from zelo_hf.evaluation.reranking import label_run  # noqa: E402
-from zelo_hf.utils import get_logger, producing_command  # noqa: E402
+from zelo_hf.utils import get_logger, producing_command, scrub_paths  # noqa: E402
 
 logger = get_logger("zelo_hf.eval.ablation")
 
@@ -602,7 +602,7 @@ def target_check(results: dict[str, Any]) -> list[str]:
 
 
 def main(args: AblationArguments) -> dict[str, Any]:
-    results = {"command": producing_command(), "base_model": base_model_path(args.model_name_or_path),
+    results = {"command": producing_command(), "base_model": scrub_paths(base_model_path(args.model_name_or_path)),
                "settings": asdict(args), "datasets": {}}  # fmt: skip
     for name in args.datasets:
         results["datasets"][name] = run_dataset(name, args)

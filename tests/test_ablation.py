@@ -95,7 +95,9 @@ def test_ablation_smoke(ablation, tiny_model, tmp_path):
     assert len(runs) == 5 * 2 and all(r["steps"] >= 1 for r in runs)
     markdown = (tmp_path / "results.md").read_text()
     assert "| dataset | system | kind | comparisons |" in markdown and "Target (Cranfield):" in markdown
-    assert json.loads((tmp_path / "results.json").read_text())["settings"]["judge_depth"] == 10
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["settings"]["judge_depth"] == 10
+    assert str(tmp_path) not in written["base_model"]  # the base model's local folder is scrubbed
     # a rerun reuses every cached stage and run: identical numbers, no retraining
     again = ablation.main(args)
     assert again["datasets"]["cranfield"]["rows"] == rows
