@@ -7,20 +7,24 @@ A subclass names its config, collator, task and card template, and implements ``
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType
 from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from .. import hub
 from ..modeling.loading import load_reranker, prepare_model_and_tokenizer, zelo_config
 from ..modeling.saving import write_sentence_transformers_files
-from ..utils import get_logger, producing_command
+from ..utils import get_logger, producing_command, redact, scrub_paths
 from .base_config import RerankerConfig
 from .lora import attach_lora
 
@@ -178,6 +182,7 @@ class RerankerTrainer(Trainer):
         )
 
     def _finalize_folder(self, output_dir: Path) -> None:
+        self._write_public_args(output_dir)
         model = self.accelerator.unwrap_model(self.model)
         (output_dir / "zelo_config.json").write_text(json.dumps(zelo_config(model), indent=2))
         if hasattr(model, "peft_config"):
@@ -187,6 +192,16 @@ class RerankerTrainer(Trainer):
             model = _merge_adapter(output_dir)
         write_sentence_transformers_files(model, output_dir, self.args.max_length)
         self._write_card(output_dir, adapter=False)
+
+    def _write_public_args(self, output_dir: Path) -> None:
+        """``training_args.bin`` as transformers writes it (the pickled config), but with this machine's folders and
+        any secret taken out of its text fields (``output_dir``, ``logging_dir``, ...): the folder is bound for the Hub."""
+        public = copy.copy(self.args)
+        for f in dataclasses.fields(public):
+            value = getattr(public, f.name, None)
+            if isinstance(value, str):
+                object.__setattr__(public, f.name, redact(scrub_paths(value)))
+        torch.save(public, output_dir / TRAINING_ARGS_NAME)
 
     # -------------------------------------------------------------------------------------------- card
 
