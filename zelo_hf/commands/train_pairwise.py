@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from trl import ModelConfig, TrlParser
 
+from ..trainer.base_config import own_option_names
 from ..trainer.pairwise_config import PairwiseConfig
 from ..trainer.pairwise_trainer import PairwiseTrainer
-from .train_pointwise import TrainScriptArguments, run, zelo_fields
+from .train_pointwise import TrainScriptArguments, run
 
 HELP = "Train the pairwise small model (BCE on soft labels) on a preference set."
 
@@ -19,7 +20,7 @@ __all__ = ["TrainScriptArguments", "make_parser", "main"]
 
 
 def own_option_fields() -> set[str]:
-    return zelo_fields(PairwiseConfig)
+    return own_option_names(TrainScriptArguments, PairwiseConfig)
 
 
 def make_parser():

@@ -7,14 +7,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
 from ..hub import load_dataset_any
 from ..labeling import flatten_labels
+from ..trainer.base_config import own_option_names
 from ..trainer.pointwise_config import PointwiseConfig
 from ..trainer.pointwise_trainer import PointwiseTrainer
 from ..training import build_trainer
@@ -129,14 +129,8 @@ def run(trainer_cls, script_args, training_args, model_args):
     return trainer
 
 
-def zelo_fields(config_cls) -> set[str]:
-    """Options zELO adds: the script arguments and the ``config_cls`` fields ``TrainingArguments`` lacks."""
-    base = {f.name for f in fields(TrainingArguments)}
-    return {f.name for f in fields(TrainScriptArguments)} | {f.name for f in fields(config_cls)} - base
-
-
 def own_option_fields() -> set[str]:
-    return zelo_fields(PointwiseConfig)
+    return own_option_names(TrainScriptArguments, PointwiseConfig)
 
 
 def make_parser():

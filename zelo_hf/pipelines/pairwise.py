@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
 from .. import hub  # hub.push_folder looked up at call time: the one upload call, patched by offline tests
 from ..data import split_by_query
 from ..hub import load_dataset_any
 from ..trainer import PairwiseConfig, PairwiseTrainer
+from ..trainer.base_config import own_option_names
 from ..training import build_trainer
 from ..utils import resolve_model_name
 
@@ -89,8 +89,7 @@ def run_pairwise(args: PairwiseArguments, training_args, model_args) -> dict[str
 def own_option_fields() -> set[str]:
     """The options this pipeline adds (its arguments and the config fields ``TrainingArguments`` lacks): ``zelo pairwise
     --help`` lists them first, in their own group."""
-    extra = {f.name for f in fields(PairwiseConfig)} - {f.name for f in fields(TrainingArguments)}
-    return {f.name for f in fields(PairwiseArguments)} | extra
+    return own_option_names(PairwiseArguments, PairwiseConfig)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:

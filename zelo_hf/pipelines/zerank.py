@@ -23,17 +23,17 @@ the stage folders, so even a crash in the middle of judging re-bills nothing.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainingArguments
 from trl import ModelConfig, TrlParser
 
 from ..evaluation.reports import results_to_markdown
 from ..stages import StageRunner
 from ..trainer import PointwiseConfig
+from ..trainer.base_config import own_option_names
 from ..utils import check_local_name, get_logger, resolve_model_name
 from .zerank_args import ZerankArguments
 from .zerank_evaluation import stage_evaluation, stage_push
@@ -150,8 +150,7 @@ def _settings(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
 def own_option_fields() -> set[str]:
     """The options this pipeline adds (its arguments and the config fields ``TrainingArguments`` lacks): ``zelo zerank
     --help`` lists them first, in their own group."""
-    extra = {f.name for f in fields(PointwiseConfig)} - {f.name for f in fields(TrainingArguments)}
-    return {f.name for f in fields(ZerankArguments)} | extra
+    return own_option_names(ZerankArguments, PointwiseConfig)
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None) -> TrlParser:

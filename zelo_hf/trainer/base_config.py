@@ -4,7 +4,7 @@ zembed included) and :class:`RerankerConfig` (the cross-encoders: pairwise and p
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import torch
@@ -100,3 +100,10 @@ class RerankerConfig(BaseConfig):
 def _deepspeed_without_cuda() -> bool:
     launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and "LOCAL_RANK" in os.environ
     return launched and not torch.cuda.is_available()
+
+
+def own_option_names(*dataclass_types) -> set[str]:
+    """The options zELO adds on top of ``TrainingArguments``: every field of ``dataclass_types`` (script arguments,
+    configs) that ``TrainingArguments`` lacks. ``zelo <command> --help`` lists them first, in their own group."""
+    base = {f.name for f in fields(TrainingArguments)}
+    return {f.name for cls in dataclass_types for f in fields(cls)} - base
