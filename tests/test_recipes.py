@@ -289,15 +289,23 @@ def test_zembed_refuses_labels_that_hold_the_evaluation_queries(zerank_run, tiny
         recipe.main(*recipe.make_parser().parse_args_and_config(argv))
 
 
-def test_pairwise_recipe_trains_and_evaluates(zerank_run, tiny_bert_path, tmp_path):
+@pytest.mark.parametrize("architecture", ["cross_encoder", "bi_encoder"])
+def test_pairwise_recipe_trains_and_evaluates(zerank_run, tiny_bert_path, tmp_path, architecture):
     output_dir, _, _ = zerank_run
     argv = ["--preference_set", str(output_dir / "preferences"), "--eval_query_fraction", "0.34",
             "--model_name_or_path", tiny_bert_path, "--output_dir", str(tmp_path), "--max_length", "96",
             "--max_query_length", "16", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
-            "--learning_rate", "1e-3", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no"]
+            "--learning_rate", "1e-3", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no",
+            "--architecture", architecture, "--dev_query_fraction", "0.25"]
     recipe = load_recipe("pairwise")
     result = recipe.main(*recipe.make_parser().parse_args_and_config(argv))
     assert result["eval_rows"] == 2 * 6 and result["train_rows"] == 4 * 6
-    assert "base_loss" in result["before"] and "eval_loss" in result["after"]
     assert {"base_agreement", "eval_agreement"} <= set(result["before"]) | set(result["after"])
-    assert (Path(result["output_dir"]) / "config.json").exists()
+    saved = Path(result["output_dir"])
+    if architecture == "cross_encoder":
+        assert "base_loss" in result["before"] and "eval_loss" in result["after"]
+        assert (saved / "config.json").exists()
+    else:  # a sentence-transformers folder that load_pairwise_scorer reads, with the held-out table on its card
+        assert "base_bce" in result["before"] and "eval_bce" in result["after"]
+        assert json.loads((saved / "zelo_pairwise.json").read_text())["architecture"] == "bi_encoder"
+        assert "| agreement |" in (saved / "README.md").read_text()

@@ -99,6 +99,8 @@ _EXPORTS: dict[str, str] = {
     "RerankerScorer": "modeling.scoring",
     "ranking": "modeling.scoring",
     "PairwiseScorer": "modeling.scoring",
+    "BiEncoderPairwiseScorer": "modeling.scoring",
+    "load_pairwise_scorer": "modeling.scoring",
     "PairwiseCollator": "trainer",
     "PointwiseCollator": "trainer",
     "PairwiseConfig": "trainer",

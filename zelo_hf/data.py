@@ -323,6 +323,15 @@ def dev_queries(query_ids, fraction: float, seed: int) -> set[str]:
     return {ids[i] for i in order}
 
 
+def split_dev(dataset, fraction: float, seed: int):
+    """``(train, dev)`` rows of ``dataset`` by :func:`dev_queries` of its ``query_id`` (dev is None for fraction 0):
+    the dev queries pick epochs and checkpoints and are never trained on."""
+    dev = dev_queries(dataset["query_id"], fraction, seed)
+    ids = [str(q) for q in dataset["query_id"]]
+    train = dataset.select([i for i, q in enumerate(ids) if q not in dev])
+    return train, (dataset.select([i for i, q in enumerate(ids) if q in dev]) if dev else None)
+
+
 def split_by_query(preferences, eval_fraction: float, seed: int):
     """``(train, eval)`` preference sets with disjoint queries (``eval`` is None when ``eval_fraction`` is 0)."""
     if not 0.0 <= eval_fraction < 1.0:

@@ -5,6 +5,8 @@ the trainer built (trl ``scripts/sft.py`` does the same in its ``main``)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from transformers import set_seed
@@ -41,3 +43,17 @@ def build_trainer(trainer_cls, model: Any, training_args, model_args=None, train
         peft_config=get_lora_config(model_args),
         dataset_name=dataset_name,
     )
+
+
+def sub_config(config, cls, output_dir: str | Path, **overrides: Any):
+    """A trainer config of class ``cls`` sharing ``config``'s common settings (device, precision, seed, logging) that
+    ``cls`` has, e.g. a stage's own trainer inside a recipe run; never saves checkpoints or uploads by itself."""
+    shared = ("seed", "bf16", "fp16", "use_cpu", "report_to", "logging_steps", "dataloader_num_workers", "head",
+              "max_query_length", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay",
+              "model_init_kwargs", "disable_tqdm", "ddp_backend")
+    known = {f.name for f in fields(cls)}
+    kwargs = {name: getattr(config, name) for name in shared if hasattr(config, name) and name in known}
+    if getattr(config, "gradient_checkpointing", False):
+        kwargs["gradient_checkpointing"] = True
+    kwargs.update(output_dir=str(output_dir), save_strategy="no", push_to_hub=False, **overrides)
+    return cls(**kwargs)

@@ -1,7 +1,8 @@
 """Local judges: free, vectorised over a whole batch, never cached.
 
 * :class:`SimulatedJudge` -- graded qrels + the ZELO.md noise model, deterministic per pair (offline tests, demos).
-* :class:`PairwiseModelJudge` -- the distilled pairwise small model (``zelo_hf.modeling.scoring.PairwiseScorer``).
+* :class:`PairwiseModelJudge` -- the distilled pairwise small model (``zelo_hf.modeling.scoring.load_pairwise_scorer``:
+  a cross-encoder reading (query, A, B) or a bi-encoder judge).
 """
 
 from __future__ import annotations
@@ -112,13 +113,15 @@ class PairwiseModelJudge(Judge):
     """A judge backed by the local pairwise small model (ZELO.md step 4), batched on CPU or GPU.
 
     Args:
-        model_path_or_scorer: a folder / Hub id of a trained pairwise cross-encoder, or a loaded
-            ``zelo_hf.modeling.scoring.PairwiseScorer`` (anything with ``predict(queries, docs_a, docs_b, batch_size)``).
+        model_path_or_scorer: a folder / Hub id of a trained pairwise judge (a cross-encoder or a bi-encoder, see
+            ``zelo_hf.modeling.scoring.load_pairwise_scorer``), or a loaded scorer (anything with
+            ``predict(queries, docs_a, docs_b, batch_size)``).
         batch_size: pairs per forward pass.
-        max_length: tokens per (query, doc A, doc B) input, when loading from a path.
+        max_length: tokens per (query, doc A, doc B) input, when loading a cross-encoder from a path.
         max_query_length: queries are cut to this many tokens (use the value the model was trained with).
 
-    No swap coin is needed: ``PairwiseScorer.predict`` already scores both orders and antisymmetrises.
+    No swap coin is needed: ``PairwiseScorer.predict`` scores both orders and antisymmetrises, and a bi-encoder
+    judge's logit is a difference of two scores.
     """
 
     chunk_size = LOCAL_CHUNK
@@ -127,9 +130,9 @@ class PairwiseModelJudge(Judge):
     def __init__(self, model_path_or_scorer: Any, batch_size: int = 32, max_length: int | None = None,
                  name: str | None = None, max_query_length: int = DEFAULT_MAX_QUERY_LENGTH):
         if isinstance(model_path_or_scorer, str | os.PathLike):
-            from ..modeling.scoring import PairwiseScorer
+            from ..modeling.scoring import load_pairwise_scorer
 
-            self.scorer = PairwiseScorer(
+            self.scorer = load_pairwise_scorer(
                 str(model_path_or_scorer), max_length=max_length, max_query_length=max_query_length
             )
             default_name = f"pairwise:{model_path_or_scorer}"

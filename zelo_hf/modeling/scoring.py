@@ -248,3 +248,82 @@ class PairwiseScorer:
         forward = torch.sigmoid(torch.from_numpy(self.logits(queries, docs_a, docs_b, batch_size)))
         backward = torch.sigmoid(torch.from_numpy(self.logits(queries, docs_b, docs_a, batch_size)))
         return ((forward + 1.0 - backward) / 2.0).numpy().astype(np.float64)
+
+
+PAIRWISE_BI_ENCODER_FILE = "zelo_pairwise.json"  # marks a bi-encoder pairwise judge's folder (and its temperature)
+
+
+class BiEncoderPairwiseScorer:
+    """P(document A is more relevant than B) from a pairwise judge trained on a bi-encoder (``zelo pairwise`` with
+    ``architecture: bi_encoder``): ``sigmoid((cos(q, A) - cos(q, B)) / temperature)``.
+
+    The logit is a difference of two scores, so ``predict(q, A, B) == 1 - predict(q, B, A)`` exactly and no order
+    swap is needed; every distinct query and document of a batch is encoded once (a comparison graph repeats each
+    text in many pairs). ``model`` is the saved folder / Hub id (its ``zelo_pairwise.json`` holds the temperature) or
+    a loaded ``SentenceTransformer`` with ``temperature``; texts are encoded as the model was saved (``encode_query``
+    / ``encode_document``, its ``max_seq_length``).
+    """
+
+    def __init__(self, model, temperature: float | None = None, device: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(model, (str, Path)):
+            temperature = temperature or read_pairwise_file(str(model))["temperature"]
+            model = SentenceTransformer(str(model), device=device)
+        if temperature is None or not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0 (got {temperature}): pass the one the judge was trained with.")
+        self.model, self.temperature = model.eval(), float(temperature)
+
+    def logits(self, queries: list[str], docs_a: list[str], docs_b: list[str], batch_size: int = 32) -> np.ndarray:
+        """``(cos(q, A) - cos(q, B)) / temperature`` in the input order."""
+        q_index, q_emb = self._encode(queries, self.model.encode_query, batch_size)
+        d_index, d_emb = self._encode([*docs_a, *docs_b], self.model.encode_document, batch_size)
+        q = q_emb[[q_index[t] for t in queries]]
+        a, b = d_emb[[d_index[t] for t in docs_a]], d_emb[[d_index[t] for t in docs_b]]
+        return (((q * a).sum(1) - (q * b).sum(1)) / self.temperature).astype(np.float32)
+
+    @staticmethod
+    def _encode(texts: list[str], encode, batch_size: int) -> tuple[dict[str, int], np.ndarray]:
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return {}, np.zeros((0, 1), dtype=np.float32)
+        emb = encode(unique, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                     show_progress_bar=False)
+        return {t: i for i, t in enumerate(unique)}, np.asarray(emb, dtype=np.float32)
+
+    def predict(self, queries: list[str], docs_a: list[str], docs_b: list[str], batch_size: int = 32) -> np.ndarray:
+        """P(A wins) for each (query, A, B)."""
+        if not (len(queries) == len(docs_a) == len(docs_b)):
+            raise ValueError(
+                f"`queries`, `docs_a`, `docs_b` must have equal lengths (got {len(queries)}, {len(docs_a)}, "
+                f"{len(docs_b)})."
+            )
+        return 1.0 / (1.0 + np.exp(-self.logits(queries, docs_a, docs_b, batch_size).astype(np.float64)))
+
+
+def read_pairwise_file(model_name_or_path: str) -> dict[str, Any]:
+    """The ``zelo_pairwise.json`` of a bi-encoder pairwise judge (a folder or a Hub id), or ``{}`` when it has none."""
+    import json
+
+    local = Path(model_name_or_path) / PAIRWISE_BI_ENCODER_FILE
+    if Path(model_name_or_path).is_dir():
+        return json.loads(local.read_text()) if local.exists() else {}
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(model_name_or_path, PAIRWISE_BI_ENCODER_FILE)).read_text())
+    except EntryNotFoundError:
+        return {}
+
+
+def load_pairwise_scorer(model_name_or_path, max_length: int | None = None,
+                         max_query_length: int = DEFAULT_MAX_QUERY_LENGTH, **kwargs):
+    """The scorer of a trained pairwise judge: :class:`BiEncoderPairwiseScorer` for a folder / Hub id with a
+    ``zelo_pairwise.json`` (a bi-encoder judge encodes as it was saved; the lengths are the cross-encoder's), else
+    :class:`PairwiseScorer` (a cross-encoder reading (query, A, B))."""
+    spec = read_pairwise_file(str(model_name_or_path))
+    if spec.get("architecture") == "bi_encoder":
+        return BiEncoderPairwiseScorer(str(model_name_or_path), temperature=spec["temperature"], **kwargs)
+    return PairwiseScorer(model_name_or_path, max_length=max_length, max_query_length=max_query_length, **kwargs)

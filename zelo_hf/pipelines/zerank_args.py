@@ -96,6 +96,11 @@ class ZerankArguments:
     pairwise_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Base model of the pairwise judge (None: no pairwise stage)."}
     )
+    pairwise_architecture: str = field(
+        default="cross_encoder",
+        metadata={"help": "'cross_encoder' (reads (q, A, B); ZELO.md step 4) or 'bi_encoder' (the base bi-encoder's "
+                  "cosine difference, query tower trained: starts from the base's judgment)."},
+    )
     pairwise_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of the pairwise model."})
     pairwise_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the pairwise model."})
     pairwise_per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairwise batch size."})

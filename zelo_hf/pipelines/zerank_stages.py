@@ -23,10 +23,11 @@ from ..label_sets import label_summary, save_label_set
 from ..labeling import label_preferences
 from ..stages import read_marker
 from ..trainer import PairwiseConfig
+from ..training import sub_config
 from ..utils import get_logger, resolve_model_name
-from .pairwise import train_pairwise_model
+from .pairwise import save_pairwise_model, train_pairwise_model
 from .zerank_args import ZerankArguments
-from .zerank_training import sub_config, training_summary
+from .zerank_training import training_summary
 
 logger = get_logger(__name__)
 
@@ -92,12 +93,14 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
         per_device_train_batch_size=args.pairwise_per_device_train_batch_size,
         max_length=args.pairwise_max_length,
         hub_model_id=args.pairwise_model_repo_id,
+        architecture=args.pairwise_architecture,
     )
     run = train_pairwise_model(load_split(output_dir / "preferences", "train"),
                                resolve_model_name(args.pairwise_model_name_or_path), config, None,
                                args.pairwise_eval_query_fraction, args.query_seed + 4,
-                               dataset_name=args.preference_set_repo_id)  # the body of `zelo pairwise`
-    run.trainer.save_model(str(stage_dir / "model"))  # the card shows both evaluations
+                               dataset_name=args.preference_set_repo_id,
+                               dev_fraction=args.dev_query_fraction)  # the body of `zelo pairwise`
+    save_pairwise_model(run, stage_dir / "model", args.preference_set_repo_id)  # the card shows both evaluations
     return {"rows": run.train_rows, "held_out_rows": run.eval_rows, "agreement": run.after.get("eval_agreement"),
             "base_agreement": run.before.get("base_agreement"),
             "confident_pairs": run.after.get("eval_confident_pairs"), **training_summary(run.trainer, run.result)}

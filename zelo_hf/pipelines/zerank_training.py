@@ -10,7 +10,7 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from transformers import set_seed
 
-from ..data import dev_queries
+from ..data import split_dev
 from ..hub import load_split
 from ..labeling import flatten_labels
 from ..stages import write_json_atomic
@@ -22,26 +22,11 @@ from .zerank_args import ZerankArguments
 
 def split_labels(labels, args: ZerankArguments):
     """``(train, dev)`` label sets: the dev queries are never trained on (dev is None without a dev split)."""
-    dev = dev_queries(labels["query_id"], args.dev_query_fraction, args.query_seed)
-    ids = [str(q) for q in labels["query_id"]]
-    train = labels.select([i for i, q in enumerate(ids) if q not in dev])
-    return train, (labels.select([i for i, q in enumerate(ids) if q in dev]) if dev else None)
+    return split_dev(labels, args.dev_query_fraction, args.query_seed)
 
 
 def training_seeds(args: ZerankArguments, training_args) -> list[int]:
     return list(args.seeds) if args.seeds else [training_args.seed]
-
-
-def sub_config(config, cls, output_dir: Path, **overrides: Any):
-    """A trainer config of class ``cls`` sharing ``config``'s common settings (device, precision, seed, logging)."""
-    shared = ("seed", "bf16", "fp16", "use_cpu", "report_to", "logging_steps", "dataloader_num_workers", "head",
-              "max_query_length", "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay",
-              "model_init_kwargs", "disable_tqdm", "ddp_backend")
-    kwargs = {name: getattr(config, name) for name in shared if hasattr(config, name)}
-    if getattr(config, "gradient_checkpointing", False):
-        kwargs["gradient_checkpointing"] = True
-    kwargs.update(output_dir=str(output_dir), save_strategy="no", push_to_hub=False, **overrides)
-    return cls(**kwargs)
 
 
 def seed_model_dir(stage_dir: Path, seeds: list[int], seed: int) -> Path:

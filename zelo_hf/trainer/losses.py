@@ -75,6 +75,21 @@ def listwise_kl_loss(
     return terms.masked_fill(~mask, 0.0).sum(-1).mean()
 
 
+def pair_logits(scores: torch.Tensor, pair_a: torch.Tensor, pair_b: torch.Tensor) -> torch.Tensor:
+    """``scores[q, a] - scores[q, b]`` for every padded pair slot: ``scores`` is ``(queries, docs)``, ``pair_a`` and
+    ``pair_b`` are ``(queries, pairs)`` document indices of each query's row (the Bradley-Terry logit of A over B)."""
+    return scores.gather(1, pair_a) - scores.gather(1, pair_b)
+
+
+def pairwise_bce_loss(scores: torch.Tensor, pair_a: torch.Tensor, pair_b: torch.Tensor, prob_a: torch.Tensor,
+                      pair_mask: torch.Tensor) -> torch.Tensor:
+    """The pairwise judge on a bi-encoder: soft BCE of ``scores[a] - scores[b]`` against the judges' ``prob_a``,
+    averaged over the real pairs of the batch (``pair_mask``: the slots of a padded row that hold a pair)."""
+    logits = pair_logits(scores.float(), pair_a, pair_b)
+    terms = F.binary_cross_entropy_with_logits(logits, prob_a.float(), reduction="none")
+    return terms[pair_mask].mean()
+
+
 def multi_positive_nce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Contrastive baseline over each query's documents: cross-entropy against uniform weight on the positives.
 
@@ -94,12 +109,14 @@ def multi_positive_nce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: to
 
 
 class Objective(NamedTuple):
-    """A ``loss_type``: the dataset column its targets come from, the loss of ``(scores, batch, args)`` and the
-    config fields it reads (shown on the model card)."""
+    """A ``loss_type``: the dataset column its targets come from, the loss of ``(scores, batch, args)``, the
+    config fields it reads (shown on the model card) and what one target belongs to (``"document"`` or, for the
+    zembed pairwise judge, ``"pair"``: one ``prob_a`` per (``pair_a``, ``pair_b``) of grouped preferences)."""
 
     column: str
     loss: Callable[[torch.Tensor, dict, object], torch.Tensor]
     knobs: tuple[str, ...] = ()
+    unit: str = "document"
 
 
 def _grouped_info_nce(scores, batch, args):
@@ -125,5 +142,12 @@ ZEMBED_LOSSES: dict[str, Objective] = {
         "labels",
         lambda scores, batch, args: multi_positive_nce_loss(scores, batch["targets"], batch["mask"]),
         ("temperature",),
+    ),
+    "pairwise_bce": Objective(
+        "prob_a",
+        lambda scores, batch, args: pairwise_bce_loss(scores, batch["pair_a"], batch["pair_b"], batch["targets"],
+                                                      batch["pair_mask"]),
+        ("temperature",),
+        unit="pair",
     ),
 }

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from .base_config import BaseConfig
 from .losses import ZEMBED_LOSSES
 
+# dev metrics by the unit of the loss's targets: name -> greater is better (the first is the default)
+SELECTION_METRICS = {"document": {"label_ndcg@10": True}, "pair": {"bce": False, "agreement": True, "accuracy": True}}
+
 
 @dataclass
 class ZembedConfig(BaseConfig):
@@ -22,7 +25,9 @@ class ZembedConfig(BaseConfig):
             calibrated scores (`score` column, divided by `teacher_temperature`) and the softmax of the student's
             cosine similarities (divided by `temperature`) over each query's labelled documents; `"contrastive"`:
             the same softmax cross-entropy against the binary `labels` column (uniform over the positives, the
-            multi-positive InfoNCE baseline).
+            multi-positive InfoNCE baseline); `"pairwise_bce"`: the pairwise judge on a bi-encoder (ZELO.md step
+            4), soft BCE of `(cos(q, A) - cos(q, B)) / temperature` against the judges' `prob_a` on grouped
+            preferences (`pair_a`, `pair_b`, `prob_a` per query; :func:`zelo_hf.grouping.group_preferences`).
         temperature (`float`, defaults to `0.05`): of the student's cosine similarities (MultipleNegativesRanking
             uses 0.05 too).
         teacher_temperature (`float`, defaults to `0.1`): of the calibrated scores. Thurstone scores of a query
@@ -33,9 +38,11 @@ class ZembedConfig(BaseConfig):
 
         max_query_length (`int`, defaults to `64`): query tokens.
         document_batch_size (`int`, defaults to `64`): batch size of the one pass that embeds the documents.
-        selection_metric (`str`, defaults to `"label_ndcg@10"`): computed on `eval_dataset` (dev queries of the label
-            set, never the held-out evaluation queries) before training and after every epoch; the best state,
-            the untrained base included, is the one kept (`keep_best`).
+        selection_metric (`str`, *optional*): computed on `eval_dataset` (dev queries of the training data, never
+            the held-out evaluation queries) before training and after every epoch; the best state, the untrained
+            base included, is the one kept (`keep_best`). Defaults to `"label_ndcg@10"` (the student's ranking of
+            each query's documents against its zELO scores) and, for `"pairwise_bce"`, to `"bce"` (the soft labels'
+            cross-entropy on the dev pairs, lower is better; `"agreement"` and `"accuracy"` saturate on easy data).
         keep_best (`bool`, defaults to `True`): restore the best-scoring state at the end of training.
 
     Defaults that differ from `TrainingArguments`: those of :class:`BaseConfig` (`learning_rate=2e-5`,
@@ -52,8 +59,10 @@ class ZembedConfig(BaseConfig):
     temperature: float = field(default=0.05, metadata={"help": "Softmax temperature of the student's cosines."})
     teacher_temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the zELO scores."})
     document_batch_size: int = field(default=64, metadata={"help": "Batch size of the document embedding pass."})
-    selection_metric: str = field(
-        default="label_ndcg@10", metadata={"help": "Dev metric that picks the kept state (epoch 0 = the base)."}
+    selection_metric: str | None = field(
+        default=None,
+        metadata={"help": "Dev metric that picks the kept state (epoch 0 = the base); default: 'label_ndcg@10', "
+                  "'bce' (lower is better) for loss_type='pairwise_bce'."},
     )
     keep_best: bool = field(default=True, metadata={"help": "Restore the best dev state at the end of training."})
     # TrainingArguments defaults that change
@@ -69,9 +78,11 @@ class ZembedConfig(BaseConfig):
         for name in ("temperature", "teacher_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be > 0 (got {name}={getattr(self, name)}): e.g. 0.05.")
-        if self.selection_metric != "label_ndcg@10":
+        allowed = tuple(SELECTION_METRICS[ZEMBED_LOSSES[self.loss_type].unit])
+        self.selection_metric = self.selection_metric or allowed[0]
+        if self.selection_metric not in allowed:
             raise ValueError(
-                f"`selection_metric` must be 'label_ndcg@10' (got {self.selection_metric!r}): the only dev metric "
-                "a label set supports without qrels."
+                f"`selection_metric` must be one of {allowed} with loss_type={self.loss_type!r} (got "
+                f"{self.selection_metric!r}): the dev metrics its training data supports without qrels."
             )
         super().__post_init__()

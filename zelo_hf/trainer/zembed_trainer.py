@@ -11,23 +11,29 @@ own zELO scores (``label_ndcg@10``, gains = score - the query's minimum) before 
 best state, the untrained base included, is the one kept.
 
 Input rows are label-set rows (one per query): ``query``, ``docs`` (list), and ``score`` (list, calibrated zELO
-scores; ``listwise_kl``) or ``labels`` (list of 0/1; ``contrastive``).
+scores; ``listwise_kl``) or ``labels`` (list of 0/1; ``contrastive``); or, for the pairwise judge on a bi-encoder
+(``pairwise_bce``, ZELO.md step 4), grouped preferences: ``query``, ``docs``, ``pair_a``, ``pair_b``, ``prob_a``
+(lists), whose logit of A over B is ``(cos(q, A) - cos(q, B)) / temperature`` and whose dev metric is the agreement
+with the judges.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
+from ..modeling.scoring import PAIRWISE_BI_ENCODER_FILE
 from ..schema import require_columns
 from ..utils import get_logger
-from .losses import ZEMBED_LOSSES
-from .metrics import ndcg_at_k
-from .zembed_config import ZembedConfig
+from .losses import ZEMBED_LOSSES, pair_logits
+from .metrics import ndcg_at_k, pairwise_metrics
+from .zembed_config import SELECTION_METRICS, ZembedConfig
 
 logger = get_logger(__name__)
 
@@ -69,33 +75,45 @@ class DocumentIndex:
 
 
 class ZembedCollator:
-    """Tokenized queries + a padded ``(queries, docs)`` matrix of document rows, targets and a mask."""
+    """Tokenized queries + a padded ``(queries, docs)`` matrix of document rows and a mask, with the targets: one per
+    document (``targets``), or for pair targets (``pairwise``) the padded ``pair_a``, ``pair_b``, ``targets``
+    (``prob_a``) and ``pair_mask``."""
 
-    def __init__(self, tokenizer, max_query_length: int, target: str):
-        self.tokenizer, self.max_query_length, self.target = tokenizer, max_query_length, target
+    def __init__(self, tokenizer, max_query_length: int, target: str, pairwise: bool = False):
+        self.tokenizer, self.max_query_length, self.target, self.pairwise = tokenizer, max_query_length, target, pairwise
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["doc_rows"]) for r in rows)
-        doc_rows = torch.zeros(len(rows), width, dtype=torch.long)
-        targets = torch.zeros(len(rows), width, dtype=torch.float32)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            n = len(r["doc_rows"])
-            doc_rows[i, :n] = torch.as_tensor(r["doc_rows"])
-            targets[i, :n] = torch.as_tensor(r[self.target], dtype=torch.float32)
-            mask[i, :n] = True
+        doc_rows, mask = _pad([r["doc_rows"] for r in rows], torch.long)
+        if self.pairwise:
+            pair_a, pair_mask = _pad([r["pair_a"] for r in rows], torch.long)
+            targets = {"pair_a": pair_a, "pair_b": _pad([r["pair_b"] for r in rows], torch.long)[0],
+                       "targets": _pad([r[self.target] for r in rows], torch.float32)[0], "pair_mask": pair_mask}
+        else:
+            targets = {"targets": _pad([r[self.target] for r in rows], torch.float32)[0]}
         enc = self.tokenizer(
             [r["query"] for r in rows], padding=True, truncation=True, max_length=self.max_query_length,
             return_tensors="pt",
         )
-        return {**enc, "doc_rows": doc_rows, "targets": targets, "mask": mask}
+        return {**enc, "doc_rows": doc_rows, "mask": mask, **targets}
+
+
+def _pad(lists: list, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged lists -> a zero-padded ``(rows, longest)`` tensor and the mask of its real entries."""
+    width = max(len(values) for values in lists)
+    out = torch.zeros(len(lists), width, dtype=dtype)
+    mask = torch.zeros(len(lists), width, dtype=torch.bool)
+    for i, values in enumerate(lists):
+        out[i, : len(values)] = torch.as_tensor(values, dtype=dtype)
+        mask[i, : len(values)] = True
+    return out, mask
 
 
 class KeepBestCallback(TrainerCallback):
     """Keeps a CPU copy of the weights whenever the dev metric improves (the pre-training evaluation counts)."""
 
-    def __init__(self, metric: str):
-        self.metric, self.best, self.best_epoch, self.state_dict, self.history = metric, -np.inf, None, None, []
+    def __init__(self, metric: str, greater_is_better: bool = True):
+        self.metric, self.sign = metric, 1.0 if greater_is_better else -1.0
+        self.best, self.best_epoch, self.state_dict, self.history = -np.inf, None, None, []
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         value = (metrics or {}).get(f"eval_{self.metric}")
@@ -103,9 +121,13 @@ class KeepBestCallback(TrainerCallback):
             return
         epoch = float(state.epoch or 0.0)
         self.history.append({"epoch": epoch, self.metric: float(value)})
-        if value > self.best:
-            self.best, self.best_epoch = float(value), epoch
+        if self.sign * value > self.best:
+            self.best, self.best_epoch = self.sign * float(value), epoch
             self.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    @property
+    def best_value(self) -> float:
+        return self.sign * self.best
 
 
 class ZembedTrainer(Trainer):
@@ -125,6 +147,7 @@ class ZembedTrainer(Trainer):
         args = args or ZembedConfig(output_dir="zembed-model")
         query_model, self.document_model = self._load_towers(model)
         self.target = ZEMBED_LOSSES[args.loss_type].column
+        self.pairwise = ZEMBED_LOSSES[args.loss_type].unit == "pair"
         texts = [d for ds in (train_dataset, eval_dataset) if ds is not None for d in _flat(ds["docs"])]
         base_index = document_index or DocumentIndex.build(self.document_model, [], args.document_batch_size)
         self.document_index = base_index.extend(self.document_model, texts, args.document_batch_size)
@@ -132,10 +155,11 @@ class ZembedTrainer(Trainer):
         eval_dataset = self._prepare(eval_dataset, "eval") if eval_dataset is not None else None
         if eval_dataset is None:
             args.eval_strategy = "no"
-        self.keep_best = KeepBestCallback(args.selection_metric)
+        unit = ZEMBED_LOSSES[args.loss_type].unit
+        self.keep_best = KeepBestCallback(args.selection_metric, SELECTION_METRICS[unit][args.selection_metric])
         super().__init__(
             model=query_model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-            data_collator=ZembedCollator(query_model.tokenizer, args.max_query_length, self.target),
+            data_collator=ZembedCollator(query_model.tokenizer, args.max_query_length, self.target, self.pairwise),
             callbacks=[self.keep_best, *(callbacks or [])],
         )
 
@@ -151,18 +175,16 @@ class ZembedTrainer(Trainer):
         return model, document
 
     def _prepare(self, dataset, split: str):
-        """Validate the label set and add each query's document rows."""
-        require_columns(dataset.column_names, ["query", "docs", self.target], f"{split} dataset",
+        """Validate the label set (or grouped preferences) and add each query's document rows."""
+        columns = ["query", "pair_a", "pair_b", self.target] if self.pairwise else ["query", self.target]
+        require_columns(dataset.column_names, [*columns, "docs"], f"{split} dataset",
+                        "pass grouped preferences (zelo_hf.grouping.group_preferences)." if self.pairwise else
                         "pass a zELO label set (zelo fit / zelo calibrate output).")
-        for i, (docs, values) in enumerate(zip(dataset["docs"], dataset[self.target])):
-            values = np.asarray(values, dtype=np.float64)
-            if len(docs) < 2 or len(values) != len(docs) or not np.isfinite(values).all():
-                raise ValueError(
-                    f"{split} dataset row {i}: `{self.target}` must be finite, one per document, with >= 2 documents "
-                    f"(got {len(values)} values for {len(docs)} documents): drop or fix this query."
-                )
+        check = _check_pairs if self.pairwise else _check_targets
+        for i, row in enumerate(dataset.select_columns([*columns[1:], "docs"])):
+            check(row, self.target, f"{split} dataset row {i}")
         rows = [self.document_index.rows(docs) for docs in dataset["docs"]]
-        return dataset.select_columns(["query", self.target]).add_column("doc_rows", rows)
+        return dataset.select_columns(columns).add_column("doc_rows", rows)
 
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
         """Cosines of the queries against their documents' frozen embeddings -> the configured listwise loss."""
@@ -176,19 +198,40 @@ class ZembedTrainer(Trainer):
         docs = self.document_index.embeddings.to(query.device)[inputs["doc_rows"]]
         return torch.einsum("qd,qmd->qm", query.float(), docs)
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """``label_ndcg@10`` of the dev queries: the student's ranking of each query's documents vs its zELO scores."""
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+    def measure(self, dataset) -> dict[str, float]:
+        """The dev metric(s) of ``dataset`` (prepared by :meth:`prepare`), without logging or callbacks: the
+        student's ``label_ndcg@10`` against each query's zELO scores (gains = score - the query's minimum), or its
+        pairwise metrics against the judges (:func:`zelo_hf.trainer.metrics.pairwise_metrics`)."""
         model = self.model.eval()
-        ndcg = []
+        ndcg, logits, probs = [], [], []
         with torch.no_grad():
             for start in range(0, len(dataset), 64):
                 batch = self.data_collator([dataset[i] for i in range(start, min(start + 64, len(dataset)))])
                 batch = {k: v.to(self.args.device) for k, v in batch.items()}
-                scores = self._scores(model, batch).cpu().numpy()
-                for s, t, m in zip(scores, batch["targets"].cpu().numpy(), batch["mask"].cpu().numpy()):
+                scores = self._scores(model, batch) / self.args.temperature
+                if self.pairwise:
+                    pair_mask = batch["pair_mask"]
+                    logits.append(pair_logits(scores, batch["pair_a"], batch["pair_b"])[pair_mask].cpu().numpy())
+                    probs.append(batch["targets"][pair_mask].cpu().numpy())
+                    continue
+                for s, t, m in zip(scores.cpu().numpy(), batch["targets"].cpu().numpy(), batch["mask"].cpu().numpy()):
                     ndcg.append(ndcg_at_k(s[m], t[m] - t[m].min()))
-        metrics = {f"{metric_key_prefix}_label_ndcg@10": float(np.nanmean(ndcg)), "epoch": float(self.state.epoch or 0)}
+        if self.pairwise:
+            return pairwise_metrics(np.concatenate(logits), np.concatenate(probs))
+        return {"label_ndcg@10": float(np.nanmean(ndcg))}
+
+    def prepare(self, dataset, split: str = "eval"):
+        """``dataset`` checked and given its document rows (documents the index lacks are embedded now), as the
+        training and dev sets are: what :meth:`measure` reads, e.g. held-out queries' grouped preferences."""
+        self.document_index = self.document_index.extend(self.document_model, _flat(dataset["docs"]),
+                                                         self.args.document_batch_size)
+        return self._prepare(dataset, split)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """:meth:`measure` of the dev queries, logged and passed to the callbacks (``keep_best``)."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.measure(dataset).items()}
+        metrics["epoch"] = float(self.state.epoch or 0)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -201,27 +244,59 @@ class ZembedTrainer(Trainer):
         if self.eval_dataset is not None and self.args.keep_best and self.keep_best.state_dict is not None:
             self.model.load_state_dict(self.keep_best.state_dict)
             logger.info("zembed: kept the epoch-%s state (dev %s %.4f)", self.keep_best.best_epoch,
-                        self.args.selection_metric, self.keep_best.best)
+                        self.args.selection_metric, self.keep_best.best_value)
         return result
 
     def selection(self) -> dict[str, Any]:
         """What the dev selection saw and kept (for the stage summary and the card)."""
         kb = self.keep_best
-        return {"kept_epoch": kb.best_epoch, f"dev_{self.args.selection_metric}": kb.best, "dev_history": kb.history}
+        return {"kept_epoch": kb.best_epoch, f"dev_{self.args.selection_metric}": kb.best_value,
+                "dev_history": kb.history}
 
     def export_model(self):
-        """The trained model as one sentence-transformers model: a Router (query: trained, document: the base)."""
+        """The trained model as one sentence-transformers model: a Router (query: trained, cutting queries at
+        ``max_query_length`` tokens as training did; document: the base)."""
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Router
 
-        router = Router.for_query_document(query_modules=list(self.model), document_modules=list(self.document_model))
+        query_modules = list(self.model)
+        if hasattr(query_modules[0], "max_seq_length"):  # encode_query cuts queries where training did
+            query_modules[0].max_seq_length = self.args.max_query_length
+        router = Router.for_query_document(query_modules=query_modules, document_modules=list(self.document_model))
         return SentenceTransformer(modules=[router], device="cpu")
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the Router model (loads with ``SentenceTransformer(path)``; use ``encode_query`` for queries)."""
+        """Save the Router model (loads with ``SentenceTransformer(path)``; use ``encode_query`` for queries); a
+        pairwise judge's folder also gets ``zelo_pairwise.json`` (``zelo_hf.load_pairwise_scorer`` reads it)."""
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
             self.export_model().save(str(output_dir))
+            if self.pairwise:  # what load_pairwise_scorer reads: this folder is a pairwise judge, at this temperature
+                spec = {"architecture": "bi_encoder", "temperature": self.args.temperature}
+                (Path(output_dir) / PAIRWISE_BI_ENCODER_FILE).write_text(json.dumps(spec, indent=1) + "\n")
+
+
+def _check_targets(row: dict[str, Any], target: str, where: str) -> None:
+    docs, values = row["docs"], np.asarray(row[target], dtype=np.float64)
+    if len(docs) < 2 or len(values) != len(docs) or not np.isfinite(values).all():
+        raise ValueError(
+            f"{where}: `{target}` must be finite, one per document, with >= 2 documents (got {len(values)} values for "
+            f"{len(docs)} documents): drop or fix this query."
+        )
+
+
+def _check_pairs(row: dict[str, Any], target: str, where: str) -> None:
+    n, a, b = len(row["docs"]), np.asarray(row["pair_a"]), np.asarray(row["pair_b"])
+    prob = np.asarray([np.nan if p is None else p for p in row[target]], dtype=np.float64)
+    if not len(a) or not (len(a) == len(b) == len(prob)):
+        raise ValueError(f"{where}: needs >= 1 pair with one `pair_a`, `pair_b` and `{target}` each (got "
+                         f"{len(a)}, {len(b)} and {len(prob)}): drop or fix this query.")
+    if (a < 0).any() or (a >= n).any() or (b < 0).any() or (b >= n).any():
+        raise ValueError(f"{where}: `pair_a`/`pair_b` must index the query's {n} `docs` (got {a.tolist()}, "
+                         f"{b.tolist()}): regroup the preference set.")
+    if not ((prob >= 0) & (prob <= 1)).all():
+        raise ValueError(f"{where}: `{target}` must be probabilities in [0, 1] (got {prob.tolist()}): drop failed "
+                         "pairs (prob_a None) before grouping.")
 
 
 def _flat(lists) -> list[str]:
