@@ -32,16 +32,12 @@ class PairwiseBaselineArguments:
 
 
 def cosine_logits(model, pairs, temperature: float, batch_size: int):
-    """``(cos(q, A) - cos(q, B)) / temperature`` for every pair (texts encoded as the model was trained)."""
-    import numpy as np
+    """``(cos(q, A) - cos(q, B)) / temperature`` for every pair: the bi-encoder judge's own scorer
+    (``zelo_hf.modeling.scoring.BiEncoderPairwiseScorer``) on the untrained model."""
+    from zelo_hf.modeling.scoring import BiEncoderPairwiseScorer
 
-    def encode(texts, query: bool):
-        fn = model.encode_query if query else model.encode_document
-        return np.asarray(fn(list(texts), batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False))
-
-    q = encode(pairs["query"], True)
-    a, b = encode(pairs["doc_a"], False), encode(pairs["doc_b"], False)
-    return ((q * a).sum(1) - (q * b).sum(1)) / temperature
+    scorer = BiEncoderPairwiseScorer(model, temperature=temperature)
+    return scorer.logits(list(pairs["query"]), list(pairs["doc_a"]), list(pairs["doc_b"]), batch_size)
 
 
 def main(args: PairwiseBaselineArguments) -> dict:

@@ -113,11 +113,8 @@ def save_pairwise_model(run: PairwiseRun, output_dir: str | Path, dataset_name: 
     """The trained judge's final folder with its card: a cross-encoder through its trainer's ``save_model``, a
     bi-encoder judge as a sentence-transformers model + ``zelo_pairwise.json`` + a card with the held-out
     agreement before and after training."""
-    if not isinstance(run.trainer, ZembedTrainer):
-        run.trainer.save_model(str(output_dir))
-        return
-    run.trainer.save_model(str(output_dir))
-    if run.trainer.is_world_process_zero():
+    run.trainer.save_model(str(output_dir))  # a cross-encoder's trainer writes its own card
+    if isinstance(run.trainer, ZembedTrainer) and run.trainer.is_world_process_zero():
         save_bi_encoder_judge_card(run, Path(output_dir), dataset_name)
 
 

@@ -146,8 +146,8 @@ class ZembedTrainer(Trainer):
                  document_index: DocumentIndex | None = None, callbacks=None):
         args = args or ZembedConfig(output_dir="zembed-model")
         query_model, self.document_model = self._load_towers(model)
-        self.target = ZEMBED_LOSSES[args.loss_type].column
-        self.pairwise = ZEMBED_LOSSES[args.loss_type].unit == "pair"
+        objective = ZEMBED_LOSSES[args.loss_type]
+        self.target, self.pairwise = objective.column, objective.unit == "pair"
         texts = [d for ds in (train_dataset, eval_dataset) if ds is not None for d in _flat(ds["docs"])]
         base_index = document_index or DocumentIndex.build(self.document_model, [], args.document_batch_size)
         self.document_index = base_index.extend(self.document_model, texts, args.document_batch_size)
@@ -155,8 +155,8 @@ class ZembedTrainer(Trainer):
         eval_dataset = self._prepare(eval_dataset, "eval") if eval_dataset is not None else None
         if eval_dataset is None:
             args.eval_strategy = "no"
-        unit = ZEMBED_LOSSES[args.loss_type].unit
-        self.keep_best = KeepBestCallback(args.selection_metric, SELECTION_METRICS[unit][args.selection_metric])
+        self.keep_best = KeepBestCallback(args.selection_metric,
+                                          SELECTION_METRICS[objective.unit][args.selection_metric])
         super().__init__(
             model=query_model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
             data_collator=ZembedCollator(query_model.tokenizer, args.max_query_length, self.target, self.pairwise),
@@ -181,8 +181,9 @@ class ZembedTrainer(Trainer):
                         "pass grouped preferences (zelo_hf.grouping.group_preferences)." if self.pairwise else
                         "pass a zELO label set (zelo fit / zelo calibrate output).")
         check = _check_pairs if self.pairwise else _check_targets
-        for i, row in enumerate(dataset.select_columns([*columns[1:], "docs"])):
-            check(row, self.target, f"{split} dataset row {i}")
+        names = [*columns[1:], "docs"]  # whole columns read once, not row by row
+        for i, values in enumerate(zip(*(dataset[name] for name in names))):
+            check(dict(zip(names, values)), self.target, f"{split} dataset row {i}")
         rows = [self.document_index.rows(docs) for docs in dataset["docs"]]
         return dataset.select_columns(columns).add_column("doc_rows", rows)
 
