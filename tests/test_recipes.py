@@ -183,6 +183,60 @@ def test_rerun_skips_everything_and_judges_nothing(zerank_run, tiny_bert_path, m
     assert result["rows"] == first["rows"]
 
 
+LOOP_STAGES = ["loop_preferences", "loop_labels", "loop_calibration", "loop_zembed", "evaluation"]
+
+
+def test_the_loop_round_judges_only_new_pairs_and_retrains(zerank_run, tiny_bert_path, tmp_path, monkeypatch):
+    """Turning the reranker-in-the-loop round on runs only its stages: the chosen pairs are judged (never a pair of
+    the first round; at most the per-query budget), recalibration is answered from the cache, the rerun bills
+    nothing, and the random control judges as many pairs per query."""
+    import shutil
+
+    from zelo_hf.hub import load_split
+    from zelo_hf.loop import judged_pairs
+
+    output_dir = tmp_path / "run"
+    shutil.copytree(zerank_run[0], output_dir)
+    flags = ("--loop_pairs_per_query", "4", "--loop_top_k", "3")
+    import zelo_hf.pipelines.zerank_stages as stages
+    from zelo_hf.calibration import sample_cross_query_pairs
+
+    drawn = []
+    monkeypatch.setattr(stages, "sample_cross_query_pairs",
+                        lambda *a, **k: drawn.append(sample_cross_query_pairs(*a, **k)) or drawn[-1])
+    spy = JudgeSpy(monkeypatch)
+    result = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, *flags))
+    assert result["ran"] == LOOP_STAGES
+    loop = load_split(output_dir / "loop_preferences", "train")
+    summary = json.loads((output_dir / "loop_preferences" / "_COMPLETE.json").read_text())["summary"]
+    # recalibration asks the first round's cross-query pairs again (a paid judge answers them from the cache)
+    first_pairs = sample_cross_query_pairs(load_split(output_dir / "labels", "train"), n_cycles=1, seed=0)
+    assert len(drawn) == 1 and drawn[0].to_dict() == first_pairs.to_dict()
+    assert spy.votes == len(loop) + len(first_pairs) and len(loop) == summary["loop_pairs"] > 0
+    first = judged_pairs(load_split(output_dir / "preferences", "train"))
+    for name, pairs in judged_pairs(load_split(output_dir / "pairwise_preferences", "train")).items():
+        first.setdefault(name, set()).update(pairs)
+    new = judged_pairs(loop)
+    assert all(not (pairs & first.get(q, set())) for q, pairs in new.items())
+    per_query = {q: len(p) for q, p in new.items()}
+    assert max(per_query.values()) <= 4 and sum(per_query.values()) == len(loop)
+    labels = load_split(output_dir / "loop_labels", "train")
+    prefs = len(load_split(output_dir / "preferences", "train")) + len(load_split(output_dir / "pairwise_preferences",
+                                                                                  "train"))
+    assert sum(len(a) for a in labels["pair_a"]) == prefs + len(loop)  # every preference, old and new, was fitted
+    row = result["rows"][-1]
+    assert row["model"] == f"zembed (query-side bi-encoder, listwise KL) + loop round (+{len(loop)} disagreement pairs)"
+    assert row["kind"] == "trained" and row["seeds"] == [0, 1] and row["queries"] == 4
+    again = JudgeSpy(monkeypatch)
+    assert load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, *flags))["ran"] == []
+    assert again.votes == 0
+    control = load_recipe("zerank").main(*zerank_args(tiny_bert_path, output_dir, *flags, "--loop_selection", "random"))
+    assert control["ran"] == LOOP_STAGES
+    random_pairs = judged_pairs(load_split(output_dir / "loop_preferences", "train"))
+    assert {q: len(p) for q, p in random_pairs.items()} == per_query
+    assert all(not (pairs & first.get(q, set())) for q, pairs in random_pairs.items())
+
+
 def test_changed_settings_rerun_only_the_affected_stages(zerank_run, tiny_bert_path, monkeypatch):
     output_dir, _, _ = zerank_run
     before = markers(output_dir)

@@ -12,6 +12,8 @@ Stages, each writing its artifact under ``output_dir/<stage>/`` (ZELO.md, "The p
 5. ``calibration``: cross-query comparisons -> per-query offsets -> calibrated scores.
 6. ``pointwise``: the pointwise reranker trained with MSE on the calibrated scores (once per seed).
 7. ``zembed`` (optional): the base bi-encoder's query tower trained on the same labels.
+7b. ``loop_*`` (optional, ``loop_pairs_per_query > 0``): the reranker-in-the-loop round (``zerank_loop``): the trained
+   model's disagreements with the labels judged, labels refit and recalibrated, the model retrained.
 8. ``evaluation``: the first stage, random orderings, the base model and every trained model on held-out queries.
 9. ``push``: every artifact (preference set, label set, weights) with its card, when pushing is on.
 
@@ -37,6 +39,7 @@ from ..trainer.base_config import own_option_names
 from ..utils import check_local_name, get_logger, resolve_model_name
 from .zerank_args import ZerankArguments
 from .zerank_evaluation import stage_evaluation, stage_push
+from .zerank_loop import run_loop
 from .zerank_stages import (
     stage_calibration,
     stage_candidates,
@@ -111,15 +114,18 @@ def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, An
     calib_cfg = {"cycles": args.calibration_cycles, "anchors": args.calibration_anchors, **judge_cfg}
     runner.run("calibration", calib_cfg, partial(stage_calibration, args, output_dir), depends=("labels",))
     split_cfg = {"seeds": training_seeds(args, training_args), "dev_query_fraction": args.dev_query_fraction}
-    runner.run("pointwise", {**training_settings(training_args, model_args), **split_cfg},
-               partial(stage_pointwise, *ctx, output_dir), depends=("calibration",), main_only=False)
+    train_cfg = {"pointwise": {**training_settings(training_args, model_args), **split_cfg}}
+    runner.run("pointwise", train_cfg["pointwise"], partial(stage_pointwise, *ctx, output_dir),
+               depends=("calibration",), main_only=False)
     evaluated: tuple[str, ...] = ("candidates", "pointwise")
     if args.zembed:
-        zembed_cfg = {**_settings(args, ZEMBED_SETTINGS), **split_cfg, "model": model_args.model_name_or_path,
-                      "max_query_length": training_args.max_query_length}
-        runner.run("zembed", zembed_cfg, partial(stage_zembed, *ctx, output_dir), depends=("candidates", "calibration"),
-                   main_only=False)
+        train_cfg["zembed"] = {**_settings(args, ZEMBED_SETTINGS), **split_cfg, "model": model_args.model_name_or_path,
+                               "max_query_length": training_args.max_query_length}
+        runner.run("zembed", train_cfg["zembed"], partial(stage_zembed, *ctx, output_dir),
+                   depends=("candidates", "calibration"), main_only=False)
         evaluated += ("zembed",)
+    if args.loop_pairs_per_query:
+        evaluated += (run_loop(runner, *ctx, output_dir, judge_cfg, train_cfg),)
     eval_cfg = {"base": args.evaluate_base_model, "max_length": args.eval_max_length, "plot": args.plot,
                 "model": model_args.model_name_or_path, "random": args.random_orderings}
     marker = runner.run("evaluation", eval_cfg, partial(stage_evaluation, *ctx, output_dir), depends=evaluated)

@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..candidates import FIRST_STAGES
+from ..loop import SELECTIONS as LOOP_SELECTIONS
 from ..thurstone import FIT_MODELS, check_fit_model
 from ..utils import BUNDLED_MINILM
 
 JUDGES = ("simulated", "litellm")
+LOOP_MODELS = ("auto", "zembed", "pointwise")
 
 
 @dataclass
@@ -135,6 +137,25 @@ class ZerankArguments:
     zembed_teacher_temperature: float = field(
         default=0.1, metadata={"help": "Softmax temperature of the calibrated scores (ZembedConfig)."}
     )
+    # the reranker-in-the-loop round (zelo_hf.loop)
+    loop_pairs_per_query: int = field(
+        default=0,
+        metadata={"help": "Reranker-in-the-loop round (0: off): after the first training, the trained model scores "
+                  "the training queries' candidates; at most this many unjudged pairs per query where its ranking and "
+                  "the labels' disagree at the top go to the judges; labels are refit, recalibrated (same cross-query "
+                  "pairs, from the cache) and the model retrained on them. Both models are evaluated."},
+    )
+    loop_model: str = field(
+        default="auto",
+        metadata={"help": f"The model of the loop round, one of {LOOP_MODELS} (auto: zembed when it is trained, "
+                  "else the pointwise reranker); its first seed scores the training queries."},
+    )
+    loop_top_k: int = field(default=10, metadata={"help": "The top of the rankings the loop round compares."})
+    loop_selection: str = field(
+        default="disagreement",
+        metadata={"help": f"One of {LOOP_SELECTIONS}; random is the control: as many unjudged pairs per query as "
+                  "disagreement would take, drawn uniformly."},
+    )
     # evaluation
     evaluate_base_model: bool = field(
         default=True,
@@ -149,6 +170,11 @@ class ZerankArguments:
     preference_set_repo_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the preferences."})
     label_set_repo_id: str | None = field(default=None, metadata={"help": "Hub dataset id of the label set."})
     pairwise_model_repo_id: str | None = field(default=None, metadata={"help": "Hub model id of the pairwise model."})
+
+    @property
+    def loop_stage_model(self) -> str:
+        """The model the loop round scores with and retrains: ``zembed`` or ``pointwise``."""
+        return ("zembed" if self.zembed else "pointwise") if self.loop_model == "auto" else self.loop_model
 
     def __post_init__(self) -> None:
         _check_choice("first_stage", self.first_stage, FIRST_STAGES)
@@ -193,6 +219,11 @@ class ZerankArguments:
             raise ValueError(
                 f"`pairwise_min_agreement` must be in [0, 1] (got {self.pairwise_min_agreement}): e.g. 0.7 (0.5 is chance)."
             )
+        _check_choice("loop_model", self.loop_model, LOOP_MODELS)
+        _check_choice("loop_selection", self.loop_selection, LOOP_SELECTIONS)
+        if self.loop_model == "zembed" and not self.zembed:
+            raise ValueError("loop_model='zembed' needs the zembed stage (got zembed=False): pass --zembed true or "
+                             "--loop_model pointwise.")
         if self.num_pairwise_queries and not self.pairwise_model_name_or_path:
             raise ValueError(
                 f"`num_pairwise_queries`={self.num_pairwise_queries} needs a pairwise model: set "
@@ -203,7 +234,8 @@ class ZerankArguments:
 # Settings a later stage would refuse, checked at start-up so nothing is judged (paid) before a bad value fails.
 _MINIMA = (("top_k", 1), ("eval_top_k", 1), ("judge_max_concurrency", 1), ("simulated_noise", 0.0),
            ("calibration_cycles", 0), ("random_orderings", 0), ("eval_batch_size", 1), ("zembed_batch_size", 1),
-           ("pairwise_num_train_epochs", 0.0))
+           ("pairwise_num_train_epochs", 0.0),
+           ("loop_pairs_per_query", 0), ("loop_top_k", 1))
 
 
 def _check_at_least(name: str, value: float, low: float) -> None:

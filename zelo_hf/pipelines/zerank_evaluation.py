@@ -23,6 +23,7 @@ from ..plotting import plot_metrics, plot_score_distributions
 from ..stages import read_marker, write_json_atomic
 from ..utils import get_logger, producing_command, resolve_model_name
 from .zerank_args import ZerankArguments
+from .zerank_loop import loop_model_stage
 from .zerank_training import seed_model_dir, training_seeds
 
 logger = get_logger(__name__)
@@ -44,28 +45,49 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
         rows.append(seed_row("random order", "random", shuffles, seeds=list(range(args.random_orderings)), qrels=qrels))
     if args.evaluate_base_model:
         rows.append(_base_row(args, model_args, output_dir, candidates, qrels, metrics, lengths))
-    runs = {}
-    cross = []
-    for seed in seeds:
-        scorer = RerankerScorer(str(seed_model_dir(output_dir / "pointwise", seeds, seed)),
-                                batch_size=args.eval_batch_size, **lengths)
-        cross.append(evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
-                                       return_run=True))
-    runs["zELO reranker"] = cross[0]["run"]
-    rows.append(seed_row("zELO reranker (cross-encoder, MSE)", "trained", cross, seeds=seeds, qrels=qrels))
+    cross = trained_results(args, output_dir, "pointwise", candidates, qrels, metrics, lengths)
+    rows.append(seed_row(MODEL_NAMES["pointwise"], "trained", cross, seeds=seeds, qrels=qrels))
     if args.zembed:
-        zembed = [_with_run(_read_run(output_dir / "zembed" / "runs" / f"seed-{s}.json"), qrels, metrics)
-                  for s in seeds]
-        rows.append(seed_row("zembed (query-side bi-encoder, listwise KL)", "trained", zembed, seeds=seeds,
-                             qrels=qrels))
+        zembed = trained_results(args, output_dir, "zembed", candidates, qrels, metrics, lengths)
+        rows.append(seed_row(MODEL_NAMES["zembed"], "trained", zembed, seeds=seeds, qrels=qrels))
+    if args.loop_pairs_per_query:
+        rows.append(_loop_row(args, output_dir, candidates, qrels, metrics, lengths))
     table = results_to_markdown(rows, columns=report_columns(args))
     (stage_dir / "results.md").write_text(table + "\n")
     if args.zembed:
         save_zembed_query_card(args, training_args, model_args, output_dir, table, len(candidates))
     write_json_atomic(stage_dir / "results.json", {"rows": rows, "metrics": list(metrics)})
     if args.plot:
-        _plot(output_dir, stage_dir, rows, np.concatenate([list(r.values()) for r in runs["zELO reranker"].values()]))
+        _plot(output_dir, stage_dir, rows, np.concatenate([list(r.values()) for r in cross[0]["run"].values()]))
     return {"rows": rows}
+
+
+MODEL_NAMES = {"pointwise": "zELO reranker (cross-encoder, MSE)", "zembed": "zembed (query-side bi-encoder, listwise KL)"}
+
+
+def trained_results(args, output_dir: Path, stage: str, candidates, qrels, metrics, lengths) -> list[dict[str, Any]]:
+    """Each seed's metrics (and run) of the models of a training stage (``pointwise``, ``zembed``, ``loop_*``):
+    zembed's runs were written by its stage; a pointwise reranker scores the candidates here."""
+    seeds = read_marker(output_dir / stage)["summary"]["seeds"]
+    if stage.endswith("zembed"):
+        return [_with_run(_read_run(output_dir / stage / "runs" / f"seed-{s}.json"), qrels, metrics) for s in seeds]
+    out = []
+    for seed in seeds:
+        scorer = RerankerScorer(str(seed_model_dir(output_dir / stage, seeds, seed)), batch_size=args.eval_batch_size,
+                                **lengths)
+        out.append(evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
+                                     return_run=True))
+    return out
+
+
+def _loop_row(args, output_dir: Path, candidates, qrels, metrics, lengths) -> dict[str, Any]:
+    """The loop model retrained after the reranker-in-the-loop round, named with the pairs the round added."""
+    stage = loop_model_stage(args)
+    added = read_marker(output_dir / "loop_preferences")["summary"]["loop_pairs"]
+    results = trained_results(args, output_dir, stage, candidates, qrels, metrics, lengths)
+    seeds = read_marker(output_dir / stage)["summary"]["seeds"]  # as trained_results read them
+    name = f"{MODEL_NAMES[args.loop_stage_model]} + loop round (+{added} {args.loop_selection} pairs)"
+    return seed_row(name, "trained", results, seeds=seeds, qrels=qrels)
 
 
 def save_zembed_query_card(args, training_args, model_args, output_dir: Path, table: str, n_eval: int) -> None:

@@ -74,10 +74,10 @@ def stage_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path, 
     if stopped:  # a dead key or a stalled provider: the failed pairs are recorded, nothing downstream may use them
         raise RuntimeError(f"judging stopped early for {sorted(stopped)}: {stopped}. Fix the cause, then rerun the same "
                            "command: answered pairs are cached and re-bill nothing.")
-    return _brief(result.summary)
+    return brief_summary(result.summary)
 
 
-def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+def brief_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """The scalar entries of a judging summary (pair counts, tokens, dollars) for the stage marker."""
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
@@ -136,27 +136,36 @@ def stage_pairwise_preferences(
     return stage_preferences(args, output_dir, stage_dir, split="pairwise", judge=judge)
 
 
-def _concat_preferences(output_dir: Path):
-    """The LLM-judged preferences plus, when the pairwise stage ran, the pairwise-model-judged ones."""
+def concat_preferences(output_dir: Path, extra: tuple[str, ...] = ()):
+    """The LLM-judged preferences plus, when the pairwise stage ran, the pairwise-model-judged ones, plus the
+    preference sets of the ``extra`` stage folders (the reranker-in-the-loop round's)."""
     parts = [load_split(output_dir / "preferences", "train")]
-    if has_split(output_dir / "pairwise_preferences", "train"):
-        extra = load_split(output_dir / "pairwise_preferences", "train")
-        parts.append(extra.cast(parts[0].features) if set(extra.column_names) == set(parts[0].column_names) else extra)
+    for name in ("pairwise_preferences", *extra):
+        if has_split(output_dir / name, "train"):
+            more = load_split(output_dir / name, "train")
+            parts.append(more.cast(parts[0].features) if set(more.column_names) == set(parts[0].column_names) else more)
     return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
-def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
-    """Per-query Thurstone (or Bradley-Terry) fit of all preferences -> label set (parquet + card)."""
+def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Per-query Thurstone (or Bradley-Terry) fit of all preferences (and those of the ``extra`` stages) -> label set
+    (parquet + card)."""
     labels = label_preferences(
-        _concat_preferences(output_dir), model=args.link, output_dir=stage_dir, source=args.preference_set_repo_id,
-        degree=args.graph_degree,
+        concat_preferences(output_dir, extra), model=args.link, output_dir=stage_dir,
+        source=args.preference_set_repo_id, degree=args.graph_degree,
     )
     return label_summary(labels)
 
 
-def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) -> dict[str, Any]:
-    """Cross-query comparisons (judged by the judge) -> per-query offsets -> calibrated, comparable scores."""
-    labels = load_split(output_dir / "labels", "train")
+def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path, labels_dir: str = "labels",
+                      pairs_from: str | None = None) -> dict[str, Any]:
+    """Cross-query comparisons (judged by the judge) -> per-query offsets -> calibrated, comparable scores.
+
+    ``labels_dir`` is the label set calibrated; the cross-query pairs are drawn from the within-query scores of
+    ``pairs_from`` (default: the same label set). A later round recalibrates its refitted labels with the first
+    round's pairs (``pairs_from="labels"``): the same pairs, answered from the judgment cache, bill nothing.
+    """
+    labels = load_split(output_dir / labels_dir, "train")
     card = {"source": args.preference_set_repo_id, "degree": args.graph_degree,
             "pretty_name": "zELO label set (calibrated)"}
     if args.calibration_cycles <= 0:
@@ -164,11 +173,12 @@ def stage_calibration(args: ZerankArguments, output_dir: Path, stage_dir: Path) 
         calibrated = labels.map(_zero_offset, desc="No calibration")
         save_label_set(calibrated, stage_dir, model=args.link, calibration=None, **card)
         return {**label_summary(calibrated), **label_calibration(calibrated, args)}
-    pairs = sample_cross_query_pairs(labels, n_cycles=args.calibration_cycles, seed=args.query_seed)
-    result = judge_candidates(pairs, settings_judge(args), cache=judge_cache_path(args.judge_cache, stage_dir),
-                              concurrency=args.judge_max_concurrency)
+    drawn_from = load_split(output_dir / pairs_from, "train") if pairs_from else labels
+    pairs = sample_cross_query_pairs(drawn_from, n_cycles=args.calibration_cycles, seed=args.query_seed)
+    cache = judge_cache_path(args.judge_cache, output_dir / "calibration")  # one cache for every calibration round
+    result = judge_candidates(pairs, settings_judge(args), cache=cache, concurrency=args.judge_max_concurrency)
     anchors = load_dataset_any(args.calibration_anchors) if args.calibration_anchors else None
-    info = {"cross_pairs": len(result.preferences), **_brief(result.summary)}
+    info = {"cross_pairs": len(result.preferences), **brief_summary(result.summary)}
     calibrated, fit = calibrate_label_set(labels, result.preferences, stage_dir, anchors=anchors, model=args.link,
                                           details=info, **card)  # the body of `zelo calibrate`
     info["connected"] = bool(fit.connected)

@@ -34,9 +34,11 @@ def seed_model_dir(stage_dir: Path, seeds: list[int], seed: int) -> Path:
     return stage_dir / "model" if seed == seeds[0] else stage_dir / "seeds" / f"seed-{seed}"
 
 
-def stage_pointwise(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
-    """Train the pointwise reranker with MSE on the calibrated scores, once per seed (every process takes part)."""
-    train, _ = split_labels(load_split(output_dir / "calibration", "train"), args)
+def stage_pointwise(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path,
+                    labels_dir: str = "calibration"):
+    """Train the pointwise reranker with MSE on the calibrated scores (of the ``labels_dir`` stage), once per seed
+    (every process takes part)."""
+    train, _ = split_labels(load_split(output_dir / labels_dir, "train"), args)
     train = flatten_labels(train)
     seeds = training_seeds(args, training_args)
     runs = {str(seed): _train_pointwise(args, training_args, model_args, train, stage_dir, seeds, seed) for seed in seeds}
@@ -54,14 +56,16 @@ def _train_pointwise(args, training_args, model_args, train, stage_dir: Path, se
     return training_summary(trainer, result)
 
 
-def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path):
-    """zembed on the calibrated labels, once per seed: the base bi-encoder's query tower, documents frozen.
+def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path,
+                 labels_dir: str = "calibration"):
+    """zembed on the calibrated labels (of the ``labels_dir`` stage), once per seed: the base bi-encoder's query
+    tower, documents frozen.
 
     The documents of the training, dev and evaluation queries are embedded once by the frozen base (shared by every
     seed); each seed's model is saved (a sentence-transformers Router) with its run over the evaluation candidates,
     and the base model's run, so the evaluation reads them without embedding the documents again.
     """
-    train, dev = split_labels(load_split(output_dir / "calibration", "train"), args)
+    train, dev = split_labels(load_split(output_dir / labels_dir, "train"), args)
     candidates = load_split(output_dir / "candidates", "eval")
     base = SentenceTransformer(resolve_model_name(args.zembed_model_name_or_path or model_args.model_name_or_path),
                                device="cpu")
