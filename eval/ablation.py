@@ -400,7 +400,6 @@ def train_and_evaluate_zembed(arm: str, seed: int, train_ds, eval_candidates, qr
 def _zembed_index(train_cands, eval_cands, args: AblationArguments, folder: Path):
     """The frozen document tower's embeddings of every training and held-out candidate, computed once and cached
     (``folder/index-<key>.pt``: the texts, the base model and its max_length make the key)."""
-    import torch
     from sentence_transformers import SentenceTransformer
 
     from zelo_hf.trainer import DocumentIndex
@@ -411,13 +410,12 @@ def _zembed_index(train_cands, eval_cands, args: AblationArguments, folder: Path
     digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
     path = folder / f"index-{_key({'texts': digest, 'model': model, 'len': args.max_length})}.pt"
     if path.exists():
-        cached = torch.load(path)
-        return DocumentIndex(cached["texts"], cached["embeddings"])
+        return DocumentIndex.load(path)
     encoder = SentenceTransformer(model, device=_device(args))
     encoder.max_seq_length = args.max_length
     index = DocumentIndex.build(encoder, texts, batch_size=args.eval_batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"texts": index.texts, "embeddings": index.embeddings}, path)
+    index.save(path)
     return index
 
 

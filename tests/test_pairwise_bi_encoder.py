@@ -59,6 +59,24 @@ def test_pairwise_bce_is_the_bce_of_score_differences_and_ignores_padding():
     assert pairwise_bce_loss(scores, pair_a, pair_b, prob_padded, mask).item() == pytest.approx(expected.item())
 
 
+def test_confidence_weighting_lets_confident_pairs_lead():
+    scores = torch.tensor([[2.0, 0.0, -1.0]])
+    pair_a, pair_b = torch.tensor([[0, 2, 1]]), torch.tensor([[1, 0, 2]])
+    prob = torch.tensor([[0.9, 0.2, 0.5]])
+    mask = torch.tensor([[True, True, True]])
+    terms = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([2.0, -3.0, 1.0]), prob[0],
+                                                                 reduction="none")
+    weights = torch.tensor([0.8, 0.6, 0.0])  # |2p - 1|: the tie (p = 0.5) weighs nothing
+    expected = (weights * terms).sum() / weights.sum()
+    loss = pairwise_bce_loss(scores, pair_a, pair_b, prob, mask, "confidence")
+    assert loss.item() == pytest.approx(expected.item())
+    assert loss.item() != pytest.approx(pairwise_bce_loss(scores, pair_a, pair_b, prob, mask).item())
+    with pytest.raises(ValueError, match="pair_weighting.*one of"):
+        pairwise_bce_loss(scores, pair_a, pair_b, prob, mask, "hard")
+    with pytest.raises(ValueError, match="pair_weighting"):
+        ZembedConfig(output_dir="x", loss_type="pairwise_bce", pair_weighting="hard")
+
+
 def test_selection_metric_follows_the_loss():
     assert ZembedConfig(output_dir="x", loss_type="pairwise_bce").selection_metric == "bce"
     assert ZembedConfig(output_dir="x").selection_metric == "label_ndcg@10"
@@ -138,6 +156,7 @@ def test_train_pairwise_model_bi_encoder_measures_held_out_queries_before_and_af
         output_dir=str(tmp_path / "trainer"), architecture="bi_encoder", num_train_epochs=4, learning_rate=3e-3,
         per_device_train_batch_size=3, logging_steps=1, report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
         max_query_length=32, save_strategy="no", selection_metric="bce",  # agreement saturates on toy data
+        temperature=0.05, pair_weighting="uniform",  # the toy labels' near-ties are what this judge should learn
     )
     run = train_pairwise_model(preferences(12), tiny_bert_path, pairwise_config, eval_fraction=0.25, seed=0,
                                dev_fraction=0.25)

@@ -186,7 +186,8 @@ def test_rerun_skips_everything_and_judges_nothing(zerank_run, tiny_bert_path, m
 LOOP_STAGES = ["loop_preferences", "loop_labels", "loop_calibration", "loop_zembed", "evaluation"]
 
 
-def test_the_loop_round_judges_only_new_pairs_and_retrains(zerank_run, tiny_bert_path, tmp_path, monkeypatch):
+def test_the_loop_round_judges_only_new_pairs_and_retrains(zerank_run, tiny_bert_path, tmp_path, monkeypatch,
+                                                           capsys):
     """Turning the reranker-in-the-loop round on runs only its stages: the chosen pairs are judged (never a pair of
     the first round; at most the per-query budget), recalibration is answered from the cache, the rerun bills
     nothing, and the random control judges as many pairs per query."""
@@ -224,6 +225,7 @@ def test_the_loop_round_judges_only_new_pairs_and_retrains(zerank_run, tiny_bert
     prefs = len(load_split(output_dir / "preferences", "train")) + len(load_split(output_dir / "pairwise_preferences",
                                                                                   "train"))
     assert sum(len(a) for a in labels["pair_a"]) == prefs + len(loop)  # every preference, old and new, was fitted
+    assert f"reranker-in-the-loop round: +{len(loop)} disagreement pairs" in capsys.readouterr().out
     row = result["rows"][-1]
     assert row["model"] == f"zembed (query-side bi-encoder, listwise KL) + loop round (+{len(loop)} disagreement pairs)"
     assert row["kind"] == "trained" and row["seeds"] == [0, 1] and row["queries"] == 4

@@ -89,7 +89,7 @@ def train_bi_encoder_judge(model: str, config: PairwiseConfig, train, held_out, 
     fit, dev = split_dev(group_preferences(train), dev_fraction, seed)
     zembed_config = sub_config(
         config, ZembedConfig, config.output_dir, loss_type="pairwise_bce", temperature=config.temperature,
-        selection_metric=config.selection_metric,
+        selection_metric=config.selection_metric, pair_weighting=config.pair_weighting,
         num_train_epochs=config.num_train_epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
         per_device_train_batch_size=config.per_device_train_batch_size, eval_strategy="epoch" if dev else "no",
     )
@@ -130,7 +130,7 @@ def save_bi_encoder_judge_card(run: PairwiseRun, output_dir: Path, dataset_name:
     card = render_model_card(
         "pairwise_bi_encoder.md", card_data=card_data, model_id=output_dir.name, base_model=base,
         dataset_name=dataset_name, train_rows=run.train_rows, eval_rows=run.eval_rows, temperature=args.temperature,
-        selection=run.trainer.selection(), selection_metric=args.selection_metric,
+        pair_weighting=args.pair_weighting, selection=run.trainer.selection(), selection_metric=args.selection_metric,
         evaluation=_before_after(run.before, run.after),
         hyperparameters={k: getattr(args, k) for k in ("learning_rate", "num_train_epochs", "max_steps",
                                                        "per_device_train_batch_size", "max_query_length", "seed")},

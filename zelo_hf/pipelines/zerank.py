@@ -135,14 +135,19 @@ def run_zerank(args: ZerankArguments, training_args, model_args) -> dict[str, An
         runner.run("push", repos, partial(stage_push, args, training_args, output_dir),
                    depends=("preferences", "calibration", "pointwise"))
     rows = marker["summary"]["rows"]
-    _report(runner, rows, output_dir)
+    _report(runner, rows, output_dir, runner.marker("loop_preferences") if args.loop_pairs_per_query else None)
     return {"rows": rows, "ran": runner.ran, "skipped": runner.skipped}
 
 
-def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path) -> None:
+def _report(runner: StageRunner, rows: list[dict[str, Any]], output_dir: Path, loop: dict | None) -> None:
     if not runner.state.is_main_process:
         return
     print(f"\nstages run: {runner.ran or 'none'}; skipped (complete): {runner.skipped or 'none'}")
+    if loop:
+        s, cfg = loop["summary"], loop["config"]
+        print(f"reranker-in-the-loop round: +{s['loop_pairs']} {cfg['loop_selection']} pairs on "
+              f"{s['queries_with_pairs']} of {s['queries']} training queries (at most {cfg['loop_pairs_per_query']} "
+              f"per query; the first round judged {s['first_round_pairs']}); the last row is the model retrained.")
     print(f"before/after on the held-out queries ({output_dir / 'evaluation'}):\n")
     first = ["model", "kind", "ndcg@10", "ndcg@10_sd", "seeds"]
     rest = [c for c in rows[0] if c not in (*first, "queries", "pooled_auc", "ndcg@10_per_seed")]

@@ -27,7 +27,7 @@ from ..stages import StageRunner
 from .zembed import teacher_scores
 from .zerank_args import ZerankArguments
 from .zerank_stages import brief_summary, concat_preferences, settings_judge, stage_calibration, stage_labels
-from .zerank_training import stage_pointwise, stage_zembed
+from .zerank_training import document_index, stage_pointwise, stage_zembed
 
 LOOP_SETTINGS = ("loop_pairs_per_query", "loop_top_k", "loop_selection", "loop_stage_model")
 
@@ -53,22 +53,28 @@ def run_loop(runner: StageRunner, args: ZerankArguments, training_args, model_ar
                depends=("labels", "loop_labels"))
     stage = loop_model_stage(args)
     train = stage_zembed if model == "zembed" else stage_pointwise
-    depends = ("candidates", "loop_calibration") if model == "zembed" else ("loop_calibration",)
+    depends = ("candidates", "zembed", "loop_calibration") if model == "zembed" else ("loop_calibration",)
+    reuse = {"index_from": "zembed"} if model == "zembed" else {}  # the documents embedded once, in the first round
     runner.run(stage, train_cfg[model], partial(train, args, training_args, model_args, output_dir,
-                                                labels_dir="loop_calibration"), depends=depends, main_only=False)
+                                                labels_dir="loop_calibration", **reuse),
+               depends=depends, main_only=False)
     return stage
 
 
 def first_model_scores(args: ZerankArguments, training_args, output_dir: Path, labels) -> list[list[float]]:
-    """The first round's model (its first seed) scores every candidate of the label set's queries."""
+    """The first round's model (its first seed) scores every candidate of the label set's queries (zembed: its query
+    tower against the document embeddings its stage saved, so no document is embedded again)."""
     folder = output_dir / args.loop_stage_model / "model"
     if args.loop_stage_model == "zembed":
-        model: Any = SentenceTransformer(str(folder), device="cpu" if training_args.use_cpu else None)
-    else:
-        model = RerankerScorer(str(folder), batch_size=args.eval_batch_size,
-                               max_length=args.eval_max_length or training_args.max_length,
-                               max_query_length=training_args.max_query_length)
-    return teacher_scores(labels, model, batch_size=args.eval_batch_size)
+        model = SentenceTransformer(str(folder), device="cpu" if training_args.use_cpu else None)
+        index = document_index(output_dir / "zembed", model, [d for docs in labels["docs"] for d in docs],
+                               args.eval_batch_size)
+        run = index.run(model, labels)
+        return [[run[str(q)][str(d)] for d in ids] for q, ids in zip(labels["query_id"], labels["doc_ids"])]
+    scorer = RerankerScorer(str(folder), batch_size=args.eval_batch_size,
+                            max_length=args.eval_max_length or training_args.max_length,
+                            max_query_length=training_args.max_query_length)
+    return teacher_scores(labels, scorer, batch_size=args.eval_batch_size)
 
 
 def stage_loop_preferences(args: ZerankArguments, training_args, output_dir: Path, stage_dir: Path) -> dict[str, Any]:

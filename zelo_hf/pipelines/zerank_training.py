@@ -19,6 +19,8 @@ from ..training import build_trainer
 from ..utils import resolve_model_name
 from .zerank_args import ZerankArguments
 
+DOCUMENTS_FILE = "documents.pt"  # a zembed stage's document embeddings (DocumentIndex.save)
+
 
 def split_labels(labels, args: ZerankArguments):
     """``(train, dev)`` label sets: the dev queries are never trained on (dev is None without a dev split)."""
@@ -57,13 +59,14 @@ def _train_pointwise(args, training_args, model_args, train, stage_dir: Path, se
 
 
 def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: Path, stage_dir: Path,
-                 labels_dir: str = "calibration"):
+                 labels_dir: str = "calibration", index_from: str | None = None):
     """zembed on the calibrated labels (of the ``labels_dir`` stage), once per seed: the base bi-encoder's query
     tower, documents frozen.
 
     The documents of the training, dev and evaluation queries are embedded once by the frozen base (shared by every
-    seed); each seed's model is saved (a sentence-transformers Router) with its run over the evaluation candidates,
-    and the base model's run, so the evaluation reads them without embedding the documents again.
+    seed; saved as ``documents.pt``, which a later stage named in ``index_from`` reuses); each seed's model is saved
+    (a sentence-transformers Router) with its run over the evaluation candidates, and the base model's run, so the
+    evaluation reads them without embedding the documents again.
     """
     train, dev = split_labels(load_split(output_dir / labels_dir, "train"), args)
     candidates = load_split(output_dir / "candidates", "eval")
@@ -72,7 +75,8 @@ def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: P
     if args.zembed_max_seq_length:
         base.max_seq_length = args.zembed_max_seq_length  # saved with both towers: encode_document reads it
     texts = [d for ds in (train, dev, candidates) if ds is not None for docs in ds["docs"] for d in docs]
-    index = DocumentIndex.build(base, texts, batch_size=args.eval_batch_size)
+    index = document_index(output_dir / index_from if index_from else None, base, texts, args.eval_batch_size)
+    index.save(stage_dir / DOCUMENTS_FILE)
     seeds = training_seeds(args, training_args)
     runs_dir = stage_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +91,15 @@ def stage_zembed(args: ZerankArguments, training_args, model_args, output_dir: P
         per_seed[str(seed)] = {"train_loss": trainer.state.log_history[-1].get("train_loss"), **trainer.selection()}
     return {"train_queries": len(train), "dev_queries": len(dev) if dev is not None else 0, "seeds": seeds,
             "documents": len(index.texts), "per_seed": per_seed}
+
+
+def document_index(stage_dir: Path | None, model, texts: list[str], batch_size: int) -> DocumentIndex:
+    """The documents embedded by ``model``'s document tower: those a zembed stage saved (the same frozen tower and
+    settings) plus any text they lack; all of them when ``stage_dir`` is None or saved none (an older run)."""
+    path = stage_dir / DOCUMENTS_FILE if stage_dir is not None else None
+    if path is not None and path.exists():
+        return DocumentIndex.load(path).extend(model, texts, batch_size)
+    return DocumentIndex.build(model, texts, batch_size=batch_size)
 
 
 def _train_zembed(args, training_args, base, train, dev, index, stage_dir: Path, seed: int):

@@ -81,13 +81,26 @@ def pair_logits(scores: torch.Tensor, pair_a: torch.Tensor, pair_b: torch.Tensor
     return scores.gather(1, pair_a) - scores.gather(1, pair_b)
 
 
+PAIR_WEIGHTINGS = ("uniform", "confidence")
+
+
 def pairwise_bce_loss(scores: torch.Tensor, pair_a: torch.Tensor, pair_b: torch.Tensor, prob_a: torch.Tensor,
-                      pair_mask: torch.Tensor) -> torch.Tensor:
+                      pair_mask: torch.Tensor, weighting: str = "uniform") -> torch.Tensor:
     """The pairwise judge on a bi-encoder: soft BCE of ``scores[a] - scores[b]`` against the judges' ``prob_a``,
-    averaged over the real pairs of the batch (``pair_mask``: the slots of a padded row that hold a pair)."""
+    averaged over the real pairs of the batch (``pair_mask``: the slots of a padded row that hold a pair).
+
+    ``weighting="confidence"`` weighs each pair by ``|2 p - 1|``: a near-tie (most pairs of a sparse graph over a
+    query's candidates) then barely pulls the two cosines together, and the pairs the judges are sure of lead.
+    """
     logits = pair_logits(scores.float(), pair_a, pair_b)
-    terms = F.binary_cross_entropy_with_logits(logits, prob_a.float(), reduction="none")
-    return terms[pair_mask].mean()
+    target = prob_a.float()
+    terms = F.binary_cross_entropy_with_logits(logits, target, reduction="none")[pair_mask]
+    if weighting == "uniform":
+        return terms.mean()
+    if weighting != "confidence":
+        raise ValueError(f"`pair_weighting` must be one of {PAIR_WEIGHTINGS} (got {weighting!r}).")
+    weights = (2.0 * target[pair_mask] - 1.0).abs()
+    return (weights * terms).sum() / weights.sum().clamp_min(1e-6)
 
 
 def multi_positive_nce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -146,8 +159,8 @@ ZEMBED_LOSSES: dict[str, Objective] = {
     "pairwise_bce": Objective(
         "prob_a",
         lambda scores, batch, args: pairwise_bce_loss(scores, batch["pair_a"], batch["pair_b"], batch["targets"],
-                                                      batch["pair_mask"]),
-        ("temperature",),
+                                                      batch["pair_mask"], args.pair_weighting),
+        ("temperature", "pair_weighting"),
         unit="pair",
     ),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .base_config import BaseConfig
-from .losses import ZEMBED_LOSSES
+from .losses import PAIR_WEIGHTINGS, ZEMBED_LOSSES
 
 # dev metrics by the unit of the loss's targets: name -> greater is better (the first is the default)
 SELECTION_METRICS = {"document": {"label_ndcg@10": True}, "pair": {"bce": False, "agreement": True, "accuracy": True}}
@@ -58,6 +58,11 @@ class ZembedConfig(BaseConfig):
     )
     temperature: float = field(default=0.05, metadata={"help": "Softmax temperature of the student's cosines."})
     teacher_temperature: float = field(default=0.1, metadata={"help": "Softmax temperature of the zELO scores."})
+    pair_weighting: str = field(
+        default="uniform",
+        metadata={"help": "loss_type='pairwise_bce': weigh each pair's BCE 'uniform'ly or by the judges' 'confidence' "
+                  "|2p - 1|.", "choices": list(PAIR_WEIGHTINGS)},
+    )
     document_batch_size: int = field(default=64, metadata={"help": "Batch size of the document embedding pass."})
     selection_metric: str | None = field(
         default=None,
@@ -78,6 +83,9 @@ class ZembedConfig(BaseConfig):
         for name in ("temperature", "teacher_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be > 0 (got {name}={getattr(self, name)}): e.g. 0.05.")
+        if self.pair_weighting not in PAIR_WEIGHTINGS:
+            raise ValueError(f"`pair_weighting` must be one of {PAIR_WEIGHTINGS} (got pair_weighting="
+                             f"{self.pair_weighting!r}).")
         allowed = tuple(SELECTION_METRICS[ZEMBED_LOSSES[self.loss_type].unit])
         self.selection_metric = self.selection_metric or allowed[0]
         if self.selection_metric not in allowed:

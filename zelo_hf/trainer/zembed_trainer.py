@@ -62,6 +62,15 @@ class DocumentIndex:
         more = DocumentIndex.build(model, missing, batch_size)
         return DocumentIndex(self.texts + more.texts, torch.cat([self.embeddings, more.embeddings]))
 
+    def save(self, path) -> None:
+        """Write the texts and embeddings (``torch.save``) so a later stage reuses them instead of embedding again."""
+        torch.save({"texts": self.texts, "embeddings": self.embeddings}, str(path))
+
+    @classmethod
+    def load(cls, path) -> DocumentIndex:
+        saved = torch.load(str(path))
+        return cls(saved["texts"], saved["embeddings"])
+
     def rows(self, texts) -> list[int]:
         return [self.row[t] for t in texts]
 
