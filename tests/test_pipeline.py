@@ -33,6 +33,11 @@ def test_bundled_minilm_name_resolves_to_a_local_folder():
         ({"judge": "gpt"}, "judge.*one of"),
         ({"first_stage": "fusion"}, "first_stage_model.*required"),
         ({"num_pairwise_queries": 5}, "num_pairwise_queries.*pairwise_model_name_or_path"),
+        ({"pairwise_pair_weighting": "hard"}, "pairwise_pair_weighting.*one of"),
+        ({"pairwise_temperature": 0.0}, "pairwise_temperature.*> 0"),
+        ({"loop_selection": "greedy"}, "loop_selection.*one of"),
+        ({"loop_model": "zembed", "zembed": False}, "loop_model='zembed' needs the zembed stage"),
+        ({"loop_pairs_per_query": -1}, "loop_pairs_per_query.*>= 0"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs, match):

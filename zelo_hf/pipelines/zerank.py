@@ -61,7 +61,8 @@ JUDGE_SETTINGS = ("judge", "judge_models", "simulated_noise", "graph_degree", "j
                   "judge_first_degree")
 ZEMBED_SETTINGS = ("zembed_model_name_or_path", "zembed_max_seq_length", "zembed_num_train_epochs",
                    "zembed_learning_rate", "zembed_batch_size", "zembed_teacher_temperature")
-PAIRWISE_SETTINGS = ("pairwise_model_name_or_path", "pairwise_num_train_epochs", "pairwise_learning_rate",
+PAIRWISE_SETTINGS = ("pairwise_model_name_or_path", "pairwise_architecture", "pairwise_temperature",
+                     "pairwise_pair_weighting", "pairwise_num_train_epochs", "pairwise_learning_rate",
                      "pairwise_per_device_train_batch_size", "pairwise_max_length", "pairwise_eval_query_fraction")
 # training settings that do not change the trained weights (paths, uploads, logging)
 _UNHASHED_TRAINING = ("output_dir", "logging_dir", "run_name", "push_to_hub", "hub_model_id", "hub_token",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..candidates import FIRST_STAGES
 from ..loop import SELECTIONS as LOOP_SELECTIONS
 from ..thurstone import FIT_MODELS, check_fit_model
+from ..trainer.losses import PAIR_WEIGHTINGS
 from ..utils import BUNDLED_MINILM
 
 JUDGES = ("simulated", "litellm")
@@ -102,6 +103,13 @@ class ZerankArguments:
         default="cross_encoder",
         metadata={"help": "'cross_encoder' (reads (q, A, B); ZELO.md step 4) or 'bi_encoder' (the base bi-encoder's "
                   "cosine difference, query tower trained: starts from the base's judgment)."},
+    )
+    pairwise_temperature: float | None = field(
+        default=None, metadata={"help": "bi_encoder judge: temperature of the cosine difference (None: PairwiseConfig's)."}
+    )
+    pairwise_pair_weighting: str | None = field(
+        default=None,
+        metadata={"help": "bi_encoder judge: 'uniform' or 'confidence' (|2p - 1|) pair weights (None: PairwiseConfig's)."},
     )
     pairwise_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of the pairwise model."})
     pairwise_learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate of the pairwise model."})
@@ -219,6 +227,10 @@ class ZerankArguments:
             raise ValueError(
                 f"`pairwise_min_agreement` must be in [0, 1] (got {self.pairwise_min_agreement}): e.g. 0.7 (0.5 is chance)."
             )
+        if self.pairwise_pair_weighting is not None:
+            _check_choice("pairwise_pair_weighting", self.pairwise_pair_weighting, PAIR_WEIGHTINGS)
+        if self.pairwise_temperature is not None and not self.pairwise_temperature > 0:
+            raise ValueError(f"`pairwise_temperature` must be > 0 (got {self.pairwise_temperature}): e.g. 0.1.")
         _check_choice("loop_model", self.loop_model, LOOP_MODELS)
         _check_choice("loop_selection", self.loop_selection, LOOP_SELECTIONS)
         if self.loop_model == "zembed" and not self.zembed:

@@ -94,6 +94,8 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
         max_length=args.pairwise_max_length,
         hub_model_id=args.pairwise_model_repo_id,
         architecture=args.pairwise_architecture,
+        **{name: value for name, value in (("temperature", args.pairwise_temperature),
+                                           ("pair_weighting", args.pairwise_pair_weighting)) if value is not None},
     )
     run = train_pairwise_model(load_split(output_dir / "preferences", "train"),
                                resolve_model_name(args.pairwise_model_name_or_path), config, None,
