@@ -196,6 +196,9 @@ def test_unreachable_server_fails_every_vote_without_hanging(tmp_path):
     assert time.perf_counter() - start < 30
     assert result.summary["failed"] == 3 and len(result.preferences) == 0
     assert all("Connection" in e for p in result.summary["failed_pairs"] for e in p["errors"])
+    # every failed pair says which server and what to do, even when the judge never reaches its stop line
+    assert all("start the server or fix --api_base" in e and "api_base=http://127.0.0.1:9/v1" in e
+               for p in result.summary["failed_pairs"] for e in p["errors"]), result.summary["failed_pairs"]
 
 
 @pytest.mark.parametrize("fmt", ["logprobs"])

@@ -27,6 +27,7 @@ from .limits import AdaptiveConcurrency, CircuitBreaker, RateLimiter
 from .pricing import derived_doc_budget, estimate_calls, truncate_tokens
 from .prompts import ANSWER_FORMATS, PROMPT_VERSION, ParseError, build_messages, parse_answer, reask_messages
 from .retry import (
+    FIXES,
     RETRIED_KINDS,
     CallFailed,
     JudgeStopped,
@@ -303,11 +304,20 @@ class LiteLLMJudge(Judge):
                 kind = classify_error(exc)
                 outcome = "congested" if kind in ("timeout", "rate_limit") else "neutral"
                 self.breaker.record(kind, exc, probe)
-                raise CallFailed(kind, self._context_fix() if kind == "context" else "") from exc
+                raise CallFailed(kind, self._fix(kind)) from exc
         finally:
             self.slots.release(epoch, outcome)
         self.breaker.record("ok", None, probe)
         return response
+
+    def _fix(self, kind: str) -> str:
+        """What to do about a failed call, in the pair's error text (empty for the retried, passing kinds)."""
+        if kind == "context":
+            return self._context_fix()
+        if kind == "unreachable":  # which server, so a one-pair run says it too (not only the stop line)
+            base = self.api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+            return FIXES[kind] + (redact(f" (api_base={base})") if base else "")
+        return ""
 
     def _context_fix(self) -> str:
         return (f"the prompt does not fit {self.model}'s context window: lower `max_doc_tokens` (--max_doc_tokens; "
