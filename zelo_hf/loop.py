@@ -94,13 +94,13 @@ def loop_pairs(
                          f"{len(labels)} rows).")
     column = "score" if "score" in labels.column_names else "elo"
     rng = np.random.default_rng(seed)
-    cols = labels.select_columns(["query_id", "query", "doc_ids", "docs", column]).to_dict()
+    names = ["query_id", "query", "doc_ids", "docs", column]
+    cols = labels.select_columns(names).to_dict()
     out: list[Comparison] = []
-    for q, (qid, query, ids, docs, label) in enumerate(zip(*(cols[c] for c in ("query_id", "query", "doc_ids",
-                                                                                 "docs", column)))):
+    for (qid, query, ids, docs, label), scores in zip(zip(*(cols[c] for c in names)), model_scores):
         ids = [str(i) for i in ids]
         done = _judged_matrix(ids, judged.get(str(qid), set()))
-        utility = disagreement_utility(model_scores[q], label, top_k)
+        utility = disagreement_utility(scores, label, top_k)
         worthless = done | (utility <= 0)  # a pair both rankings order alike is never chosen, not even to fill
         quota = min(pairs_per_query, int((~worthless[np.triu_indices(len(ids), k=1)]).sum()))
         if quota == 0:

@@ -24,7 +24,7 @@ from ..stages import read_marker, write_json_atomic
 from ..utils import get_logger, producing_command, resolve_model_name
 from .zerank_args import ZerankArguments
 from .zerank_loop import loop_model_stage
-from .zerank_training import seed_model_dir, training_seeds
+from .zerank_training import scoring_lengths, seed_model_dir
 
 logger = get_logger(__name__)
 
@@ -35,9 +35,7 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
     candidates = load_split(output_dir / "candidates", "eval")
     qrels = load_retrieval_data(args.eval_dataset_name or args.dataset_name, args.eval_split).qrels
     metrics = eval_metrics(args)
-    lengths = {"max_length": args.eval_max_length or training_args.max_length,
-               "max_query_length": training_args.max_query_length}
-    seeds = training_seeds(args, training_args)
+    lengths = scoring_lengths(args, training_args)
     first = evaluate_reranker(candidates, qrels, metrics=metrics, return_run=True)
     rows = [seed_row(args.first_stage, "first_stage", [first], qrels=qrels)]
     shuffles = [_with_run(random_run(candidates, s), qrels, metrics) for s in range(args.random_orderings)]
@@ -45,13 +43,15 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
         rows.append(seed_row("random order", "random", shuffles, seeds=list(range(args.random_orderings)), qrels=qrels))
     if args.evaluate_base_model:
         rows.append(_base_row(args, model_args, output_dir, candidates, qrels, metrics, lengths))
-    cross = trained_results(args, output_dir, "pointwise", candidates, qrels, metrics, lengths)
-    rows.append(seed_row(MODEL_NAMES["pointwise"], "trained", cross, seeds=seeds, qrels=qrels))
+    evaluate = (candidates, qrels, metrics, lengths)
+    row, cross = trained_row(args, output_dir, "pointwise", MODEL_NAMES["pointwise"], *evaluate)
+    rows.append(row)
     if args.zembed:
-        zembed = trained_results(args, output_dir, "zembed", candidates, qrels, metrics, lengths)
-        rows.append(seed_row(MODEL_NAMES["zembed"], "trained", zembed, seeds=seeds, qrels=qrels))
+        rows.append(trained_row(args, output_dir, "zembed", MODEL_NAMES["zembed"], *evaluate)[0])
     if args.loop_pairs_per_query:
-        rows.append(_loop_row(args, output_dir, candidates, qrels, metrics, lengths))
+        added = read_marker(output_dir / "loop_preferences")["summary"]["loop_pairs"]
+        name = f"{MODEL_NAMES[args.loop_stage_model]} + loop round (+{added} {args.loop_selection} pairs)"
+        rows.append(trained_row(args, output_dir, loop_model_stage(args), name, *evaluate)[0])
     table = results_to_markdown(rows, columns=report_columns(args))
     (stage_dir / "results.md").write_text(table + "\n")
     if args.zembed:
@@ -65,29 +65,18 @@ def stage_evaluation(args: ZerankArguments, training_args, model_args, output_di
 MODEL_NAMES = {"pointwise": "zELO reranker (cross-encoder, MSE)", "zembed": "zembed (query-side bi-encoder, listwise KL)"}
 
 
-def trained_results(args, output_dir: Path, stage: str, candidates, qrels, metrics, lengths) -> list[dict[str, Any]]:
-    """Each seed's metrics (and run) of the models of a training stage (``pointwise``, ``zembed``, ``loop_*``):
-    zembed's runs were written by its stage; a pointwise reranker scores the candidates here."""
+def trained_row(args, output_dir: Path, stage: str, name: str, candidates, qrels, metrics, lengths):
+    """``(row, per-seed results)`` of the models of a training stage (``pointwise``, ``zembed``, ``loop_*``) over the
+    seeds its marker lists: zembed's runs were written by its stage; a pointwise reranker scores the candidates here."""
     seeds = read_marker(output_dir / stage)["summary"]["seeds"]
     if stage.endswith("zembed"):
-        return [_with_run(_read_run(output_dir / stage / "runs" / f"seed-{s}.json"), qrels, metrics) for s in seeds]
-    out = []
-    for seed in seeds:
-        scorer = RerankerScorer(str(seed_model_dir(output_dir / stage, seeds, seed)), batch_size=args.eval_batch_size,
-                                **lengths)
-        out.append(evaluate_reranker(candidates, qrels, scorer=scorer, metrics=metrics, batch_size=10**9,
-                                     return_run=True))
-    return out
-
-
-def _loop_row(args, output_dir: Path, candidates, qrels, metrics, lengths) -> dict[str, Any]:
-    """The loop model retrained after the reranker-in-the-loop round, named with the pairs the round added."""
-    stage = loop_model_stage(args)
-    added = read_marker(output_dir / "loop_preferences")["summary"]["loop_pairs"]
-    results = trained_results(args, output_dir, stage, candidates, qrels, metrics, lengths)
-    seeds = read_marker(output_dir / stage)["summary"]["seeds"]  # as trained_results read them
-    name = f"{MODEL_NAMES[args.loop_stage_model]} + loop round (+{added} {args.loop_selection} pairs)"
-    return seed_row(name, "trained", results, seeds=seeds, qrels=qrels)
+        results = [_with_run(_read_run(output_dir / stage / "runs" / f"seed-{s}.json"), qrels, metrics) for s in seeds]
+    else:
+        results = [evaluate_reranker(candidates, qrels, metrics=metrics, batch_size=10**9, return_run=True,
+                                     scorer=RerankerScorer(str(seed_model_dir(output_dir / stage, seeds, seed)),
+                                                           batch_size=args.eval_batch_size, **lengths))
+                   for seed in seeds]
+    return seed_row(name, "trained", results, seeds=seeds, qrels=qrels), results
 
 
 def save_zembed_query_card(args, training_args, model_args, output_dir: Path, table: str, n_eval: int) -> None:

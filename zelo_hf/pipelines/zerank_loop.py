@@ -11,6 +11,7 @@ labels are refit, recalibrated and the model retrained on them. Its stages, afte
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,15 @@ from ..modeling.scoring import RerankerScorer
 from ..stages import StageRunner
 from .zembed import teacher_scores
 from .zerank_args import ZerankArguments
-from .zerank_stages import brief_summary, concat_preferences, settings_judge, stage_calibration, stage_labels
-from .zerank_training import document_index, stage_pointwise, stage_zembed
+from .zerank_stages import (
+    brief_summary,
+    concat_preferences,
+    raise_if_stopped,
+    settings_judge,
+    stage_calibration,
+    stage_labels,
+)
+from .zerank_training import document_index, scoring_lengths, stage_pointwise, stage_zembed
 
 LOOP_SETTINGS = ("loop_pairs_per_query", "loop_top_k", "loop_selection", "loop_stage_model")
 
@@ -71,9 +79,7 @@ def first_model_scores(args: ZerankArguments, training_args, output_dir: Path, l
                                args.eval_batch_size)
         run = index.run(model, labels)
         return [[run[str(q)][str(d)] for d in ids] for q, ids in zip(labels["query_id"], labels["doc_ids"])]
-    scorer = RerankerScorer(str(folder), batch_size=args.eval_batch_size,
-                            max_length=args.eval_max_length or training_args.max_length,
-                            max_query_length=training_args.max_query_length)
+    scorer = RerankerScorer(str(folder), batch_size=args.eval_batch_size, **scoring_lengths(args, training_args))
     return teacher_scores(labels, scorer, batch_size=args.eval_batch_size)
 
 
@@ -94,12 +100,8 @@ def stage_loop_preferences(args: ZerankArguments, training_args, output_dir: Pat
     result = judge_pairs(pairs, judge, seed=args.query_seed, cache=judge_cache_path(args.judge_cache, stage_dir),
                          concurrency=args.judge_max_concurrency)
     save_preference_set(result, stage_dir, judge=judge, source=args.dataset_name)
-    if result.summary.get("stopped_judges"):
-        raise RuntimeError(f"judging stopped early for {sorted(result.summary['stopped_judges'])}: fix the cause, then "
-                           "rerun the same command: answered pairs are cached and re-bill nothing.")
-    per_query = {}
-    for c in pairs:
-        per_query[c.query_id] = per_query.get(c.query_id, 0) + 1
+    raise_if_stopped(result.summary)
+    per_query = Counter(c.query_id for c in pairs)
     return {"loop_pairs": len(pairs), "queries_with_pairs": len(per_query), "queries": len(labels),
             "max_pairs_per_query": max(per_query.values()), "first_round_pairs": sum(len(s) for s in judged.values()),
             **brief_summary(result.summary)}

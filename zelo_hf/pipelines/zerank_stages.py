@@ -70,11 +70,17 @@ def stage_preferences(args: ZerankArguments, output_dir: Path, stage_dir: Path, 
                               first_degree=args.judge_first_degree, degree=args.graph_degree, seed=args.query_seed,
                               cache=cache, concurrency=args.judge_max_concurrency)  # the body of `zelo judge`
     save_preference_set(result, stage_dir, judge=judge, source=args.dataset_name)
-    stopped = result.summary.get("stopped_judges")
-    if stopped:  # a dead key or a stalled provider: the failed pairs are recorded, nothing downstream may use them
+    raise_if_stopped(result.summary)
+    return brief_summary(result.summary)
+
+
+def raise_if_stopped(summary: dict[str, Any]) -> None:
+    """Fail the stage when a judge stopped early (a dead key, a stalled provider): its failed pairs are recorded,
+    nothing downstream may use them."""
+    stopped = summary.get("stopped_judges")
+    if stopped:
         raise RuntimeError(f"judging stopped early for {sorted(stopped)}: {stopped}. Fix the cause, then rerun the same "
                            "command: answered pairs are cached and re-bill nothing.")
-    return brief_summary(result.summary)
 
 
 def brief_summary(summary: dict[str, Any]) -> dict[str, Any]:

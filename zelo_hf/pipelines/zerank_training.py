@@ -22,6 +22,12 @@ from .zerank_args import ZerankArguments
 DOCUMENTS_FILE = "documents.pt"  # a zembed stage's document embeddings (DocumentIndex.save)
 
 
+def scoring_lengths(args: ZerankArguments, training_args) -> dict[str, int | None]:
+    """The token budgets a pointwise reranker scores with, as it was trained (``RerankerScorer`` keywords)."""
+    return {"max_length": args.eval_max_length or training_args.max_length,
+            "max_query_length": training_args.max_query_length}
+
+
 def split_labels(labels, args: ZerankArguments):
     """``(train, dev)`` label sets: the dev queries are never trained on (dev is None without a dev split)."""
     return split_dev(labels, args.dev_query_fraction, args.query_seed)
