@@ -12,6 +12,10 @@ preferences (graphs + judging) -> [pairwise model -> pairwise preferences] -> la
 from __future__ import annotations
 
 from zelo_hf.pipelines.zerank import main, make_parser
+from zelo_hf.utils import close_distributed
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    try:
+        main(*make_parser().parse_args_and_config())
+    finally:
+        close_distributed()
