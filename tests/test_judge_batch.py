@@ -1,4 +1,5 @@
-"""`zelo judge --batch` against a local server speaking the OpenAI files + batches protocol (issue #10).
+"""`zelo judge --batch` against a local server speaking the OpenAI files + batches protocol (issue #10; Anthropic
+Message Batches: tests/test_judge_batch_anthropic.py).
 
 A batch that partly fails, a batch split at the request limit, a process killed while polling and restarted (0
 requests resubmitted), and a batch that expires: every pair ends judged or failed with the reason, never a tie.
@@ -88,11 +89,11 @@ def test_an_expired_batch_fails_the_requests_it_did_not_run(tmp_path):
         assert cache.open_batches("openai/stub") == {}  # closed: its results are stored, a rerun submits anew
 
 
-def test_batch_needs_a_cache_and_an_openai_protocol_judge():
+def test_batch_needs_a_cache_and_a_provider_with_a_batch_api():
     with pytest.raises(ValueError, match="batch=True needs a judgment cache"):
         judge_pairs(_pairs(["ok"]), LiteLLMJudge("openai/stub"), batch=True, progress=False)
-    with pytest.raises(ValueError, match=r"needs an openai/\.\.\. judge \(got 'anthropic/claude-sonnet-4-5'"):
-        judge_pairs(_pairs(["ok"]), LiteLLMJudge("anthropic/claude-sonnet-4-5"), batch=True, cache="unused.sqlite",
+    with pytest.raises(ValueError, match=r"OpenAI Batch .* or Anthropic Message Batches .* \(got 'gemini/gemini-2.5"):
+        judge_pairs(_pairs(["ok"]), LiteLLMJudge("gemini/gemini-2.5-flash"), batch=True, cache="unused.sqlite",
                     progress=False)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..utils import get_logger, redact
 from .base import Judge
+from .batch import batch_provider, check_batch
 from .limits import AdaptiveConcurrency, CircuitBreaker, RateLimiter
 from .pricing import derived_doc_budget, estimate_calls, truncate_tokens
 from .prompts import ANSWER_FORMATS, PROMPT_VERSION, ParseError, build_messages, parse_answer, reask_messages
@@ -182,8 +183,14 @@ class LiteLLMJudge(Judge):
 
     def check(self, batch: bool = False) -> None:
         self.doc_token_budget()
+        if self.answer_format == "logprobs" and _provider(self.model) == "anthropic":
+            raise ValueError(
+                f"answer_format='logprobs' reads the A/B token log-probabilities, which Anthropic does not return "
+                f"(got model={self.model!r}, answer_format='logprobs'): use answer_format='score' or 'verdict' "
+                "(--answer_format score)."
+            )
         if batch:
-            self.batch_model()
+            check_batch(self)
 
     async def aflush(self) -> None:
         await flush_litellm_logging()
@@ -198,15 +205,8 @@ class LiteLLMJudge(Judge):
         return estimate_calls(self, comparisons, concurrency, output_tokens, latency)
 
     def batch_model(self) -> str:
-        """The provider's own model name for batch request bodies; only OpenAI-protocol judges batch for now."""
-        model, provider, _, _ = litellm_module().get_llm_provider(self.model)
-        if provider != "openai":
-            raise ValueError(
-                f"--batch sends OpenAI Batch API requests (files + batches), so it needs an openai/... judge "
-                f"(got {self.model!r}, provider {provider!r}): judge it online (drop --batch), or serve it behind an "
-                "OpenAI-compatible batch endpoint."
-            )
-        return model
+        """The provider's own model name for batch request bodies (OpenAI Batch or Anthropic Message Batches)."""
+        return batch_provider(self.model)[0]
 
     # ---------------------------------------------------------------- calls
 
@@ -395,6 +395,14 @@ async def flush_litellm_logging() -> None:
         return
     await GLOBAL_LOGGING_WORKER.flush()
 
+
+
+def _provider(model: str) -> str | None:
+    """litellm's provider of ``model`` (None when it cannot tell: the call itself then fails with the fix)."""
+    try:
+        return litellm_module().get_llm_provider(model)[1]
+    except Exception:  # noqa: BLE001 -- litellm raises BadRequestError for a model string without a provider
+        return None
 
 
 def _answer(response: Any) -> tuple[str | None, Any]:
