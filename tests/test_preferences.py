@@ -15,6 +15,7 @@ from zelo_hf.judging.local import SimulatedJudge
 from zelo_hf.judging.pairs import build_pairs
 from zelo_hf.judging.preference_set import save_preference_set
 from zelo_hf.judging.preferences import judge_pairs
+from zelo_hf.preference_tables import load_preference_set
 
 N_QUERIES, N_DOCS = 4, 12
 QRELS = {f"q{q}": {f"d{q}_{d}": (d * 7 + q) % 5 for d in range(N_DOCS)} for q in range(N_QUERIES)}
@@ -147,8 +148,10 @@ def test_save_load_card_and_push(candidates, tmp_path, monkeypatch):
     result = judge_pairs(candidates, judge, degree=4, progress=False)
     out = save_preference_set(result, tmp_path / "prefs", judge=judge, push_to_hub="me/prefs", source="cands")
     assert pushed == {"repo": "me/prefs"}
-    loaded = load_dataset(str(out), split="train")
-    assert len(loaded) == len(result.preferences) and loaded.column_names == result.preferences.column_names
+    loaded = load_dataset(str(out), split="train")  # the pair rows hold ids; the texts are in their own configs
+    assert len(loaded) == len(result.preferences)
+    assert loaded.column_names == ["query_id", "doc_a_id", "doc_b_id", "prob_a", "votes"]
+    assert load_preference_set(out).column_names == result.preferences.column_names
     card = (out / "README.md").read_text()
     for needle in ("sim-a", "sim-b", "comparison graph degree | 4", "intransitive triangles", "agreement with ensemble"):
         assert needle in card

@@ -65,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "judge_pairs": "judging.preferences",
     "build_pairs": "judging.pairs",
     "save_preference_set": "judging.preference_set",
+    "load_preference_set": "preference_tables",
+    "PreferenceTables": "preference_tables",
     "build_judge": "judging.factory",
     "adaptive_judge": "adaptive",
     "select_pairs": "adaptive",

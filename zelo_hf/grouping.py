@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from .schema import PREFERENCE_COLUMNS, require_columns
+from .preference_tables import PreferenceTables
+from .schema import PREFERENCE_COLUMNS, PREFERENCE_ID_COLUMNS, require_columns
 from .thurstone import available_cores
 
 __all__ = ["group_preferences"]
 
 
-# A flat preference set can be larger than memory (112k queries x 400 pairs already repeat every text hundreds of
-# times, #12): it is read in Arrow batches and grouped one bounded window of whole queries at a time, with
+# A flat preference set can be larger than memory (112k queries x 400 pairs, #12): it is read in Arrow batches and grouped one bounded window of whole queries at a time, with
 # vectorised Arrow/NumPy passes (dictionary encodings, a stable sort, offsets) instead of one pandas frame.
 GROUP_WINDOW_ROWS = 1 << 20  # pairs held at once (a single query with more pairs is held whole)
 
@@ -78,9 +78,11 @@ def _concat(*columns):
     return pa.concat_arrays([chunk for column in columns for chunk in getattr(column, "chunks", [column])])
 
 
-def _group_window(t):
+def _group_window(t, tables: PreferenceTables | None = None):
     """Group a window of whole queries (rows in any order) into one row per query: queries and documents in order of
-    first appearance, pairs in row order. Returns the grouped Arrow table."""
+    first appearance, pairs in row order. Texts come from the rows, or (pair rows with ids only) from ``tables``'
+    ``queries`` / ``documents``, looked up once per query and per (query, document). Returns the grouped Arrow
+    table."""
     import pyarrow as pa
 
     qcode, qdict = _codes(t["query_id"])
@@ -90,10 +92,12 @@ def _group_window(t):
         t, qcode = t.take(order), qcode[order]
     n, row_start = t.num_rows, _first_index(qcode)
     input_row = (lambda rows: rows) if order is None else (lambda rows: order[rows])  # noqa: E731
-    query_text = lambda rows: t["query"].take(pa.array(rows)).to_pylist()  # noqa: E731
     name = lambda g: qdict[g].as_py()  # noqa: E731
-    _text_conflict(_codes(t["query"])[0], qcode, row_start, input_row, "query_id", name, query_text)
-    ids, texts, uid, first_slot = _documents(t, qcode, input_row, qdict)
+    ids, uid, first_slot = _documents(t, qcode)
+    if tables is None:  # texts inline: each id must carry one text (the tables are unique by construction)
+        query_text = lambda rows: t["query"].take(pa.array(rows)).to_pylist()  # noqa: E731
+        _text_conflict(_codes(t["query"])[0], qcode, row_start, input_row, "query_id", name, query_text)
+        _check_document_texts(t, qcode, uid, first_slot, input_row, qdict, ids)
     ids_of = lambda rows: (t["doc_a_id"][int(rows)].as_py(), t["doc_b_id"][int(rows)].as_py())  # noqa: E731
     source = pa.array((first_slot % 2) * n + first_slot // 2)  # each (query, doc)'s first occurrence
     slot_query = np.repeat(qcode, 2)
@@ -102,12 +106,17 @@ def _group_window(t):
     _check_repeated_pairs(qcode, position[0::2], position[1::2], _array(t["prob_a"]).cast(pa.float64()), name, ids_of)
     row_offsets = pa.array(np.append(row_start, n).astype(np.int32))
     doc_offsets = pa.array(doc_offsets.astype(np.int32))
+    query_ids, doc_ids = t["query_id"].take(pa.array(row_start)), ids.take(source)
+    if tables is None:
+        queries, docs = t["query"].take(pa.array(row_start)), _concat(t["doc_a"], t["doc_b"]).take(source)
+    else:
+        queries, docs = tables.texts("query_id", query_ids), tables.texts("doc_a_id", doc_ids)
     return pa.table(
         {
-            "query_id": t["query_id"].take(pa.array(row_start)),
-            "query": t["query"].take(pa.array(row_start)),
-            "doc_ids": pa.ListArray.from_arrays(doc_offsets, ids.take(source)),
-            "docs": pa.ListArray.from_arrays(doc_offsets, texts.take(source)),
+            "query_id": query_ids,
+            "query": queries,
+            "doc_ids": pa.ListArray.from_arrays(doc_offsets, doc_ids),
+            "docs": pa.ListArray.from_arrays(doc_offsets, docs),
             "pair_a": pa.ListArray.from_arrays(row_offsets, pa.array(position[0::2], pa.int64())),
             "pair_b": pa.ListArray.from_arrays(row_offsets, pa.array(position[1::2], pa.int64())),
             "prob_a": pa.ListArray.from_arrays(row_offsets, _array(t["prob_a"]).cast(pa.float64())),
@@ -145,19 +154,28 @@ def _check_repeated_pairs(qcode, pos_a, pos_b, prob, name, ids_of) -> None:
     warnings.warn(f"{int(same.sum())} repeated pair(s) kept as separate observations (agreeing labels).", stacklevel=2)
 
 
-def _documents(t, qcode: np.ndarray, input_row, qdict):
+def _documents(t, qcode: np.ndarray):
     """Every document occurrence is a slot ``2 * row + side`` (a then b, pair after pair, as before). Returns the
-    a-then-b concatenations of ids and texts (slot j at index ``(j % 2) * n + j // 2``), the (query, doc) number of
-    each slot (counting up from 0 in order of first appearance) and the slot where each (query, doc) appears first.
-    Raises when one (query, doc) carries two texts."""
+    a-then-b concatenation of ids (slot j at index ``(j % 2) * n + j // 2``), the (query, doc) number of each slot
+    (counting up from 0 in order of first appearance) and the slot where each (query, doc) appears first."""
     import pyarrow as pa
 
     n = len(qcode)
-    ids, texts = _concat(t["doc_a_id"], t["doc_b_id"]), _concat(t["doc_a"], t["doc_b"])
-    id_code, text_code = _codes(ids)[0], _codes(texts)[0]
+    ids = _concat(t["doc_a_id"], t["doc_b_id"])
+    id_code = _codes(ids)[0]
     slot_query = np.repeat(qcode, 2)
     uid, _ = _codes(pa.array(slot_query * (int(id_code.max()) + 1) + _interleave(id_code[:n], id_code[n:])))
-    first_slot = _first_index(uid)
+    return ids, uid, _first_index(uid)
+
+
+def _check_document_texts(t, qcode: np.ndarray, uid: np.ndarray, first_slot: np.ndarray, input_row, qdict, ids):
+    """Raise when one (query, doc) carries two texts (inline texts only)."""
+    import pyarrow as pa
+
+    n = len(qcode)
+    texts = _concat(t["doc_a"], t["doc_b"])
+    text_code = _codes(texts)[0]
+    slot_query = np.repeat(qcode, 2)
     concat_index = lambda slots: (slots % 2) * n + slots // 2  # noqa: E731
     _text_conflict(
         _interleave(text_code[:n], text_code[n:]), uid, first_slot,
@@ -165,11 +183,10 @@ def _documents(t, qcode: np.ndarray, input_row, qdict):
         lambda u: (qdict[int(slot_query[first_slot[u]])].as_py(), ids[int(concat_index(first_slot[u]))].as_py()),
         lambda slots: texts.take(pa.array(concat_index(slots))).to_pylist(),
     )  # fmt: skip
-    return ids, texts, uid, first_slot
 
 
-def _prepare_batch(t, offset: int, drop_failed: bool):
-    """Check one batch of flat pairs (rows ``offset ...``); return its preference columns and the failed-pair count.
+def _prepare_batch(t, offset: int, drop_failed: bool, columns: tuple[str, ...] = PREFERENCE_COLUMNS):
+    """Check one batch of flat pairs (rows ``offset ...``); return its ``columns`` and the failed-pair count.
     Works on the batch's (chunked) columns as they are: nothing is copied unless failed pairs are dropped."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -192,7 +209,7 @@ def _prepare_batch(t, offset: int, drop_failed: bool):
                 f"row {offset + i} has no `{name}` (null): every pair needs its query and document ids; fix or drop "
                 "such rows."
             )
-    t = t.select(list(PREFERENCE_COLUMNS))
+    t = t.select(list(columns))
     _check_prob_type(t["prob_a"], offset)
     failed = pc.is_null(t["prob_a"], nan_is_null=True)
     n_failed = pc.sum(failed).as_py() or 0
@@ -272,30 +289,32 @@ def _arrow_batches(pref_ds, columns: list[str], batch_size: int):
     yield from pref_ds.select_columns(columns).with_format("arrow").iter(batch_size=batch_size)
 
 
-def _group_stream(batches, drop_failed: bool, window_rows: int, out: _GroupedOutput) -> tuple[int, int]:
+def _group_stream(batches, drop_failed: bool, window_rows: int, out: _GroupedOutput,
+                  tables: PreferenceTables | None = None) -> tuple[int, int]:
     """Group batch after batch, holding one window of rows (plus the windows being grouped: one per core, in
     threads, as Arrow and NumPy release the GIL; results are added in input order); returns (rows, failed pairs)."""
     import pyarrow as pa
 
     pending, offset, n_failed = None, 0, 0
+    columns = PREFERENCE_COLUMNS if tables is None else PREFERENCE_ID_COLUMNS
     workers = min(2, available_cores())
     with ThreadPoolExecutor(workers) as pool:
         running = deque()
         for batch in batches:
             batch_rows = batch.num_rows
-            batch, failed = _prepare_batch(batch, offset, drop_failed)
+            batch, failed = _prepare_batch(batch, offset, drop_failed, columns)
             offset, n_failed = offset + batch_rows, n_failed + failed
             pending = batch if pending is None else pa.concat_tables([pending, batch])  # chunks, no copy
             if pending.num_rows >= window_rows:
                 ready, pending = _split_window(pending)
                 if ready.num_rows:
-                    running.append(pool.submit(_group_window, ready))
+                    running.append(pool.submit(_group_window, ready, tables))
                 elif pending.num_rows > 2 * window_rows and len(_codes(pending["query_id"])[1]) > 1:
                     raise _NotGrouped  # queries interleave over more than a window
             while len(running) > workers or (running and running[0].done()):
                 out.add(running.popleft().result())
         if pending is not None and pending.num_rows:
-            running.append(pool.submit(_group_window, pending))
+            running.append(pool.submit(_group_window, pending, tables))
         while running:
             out.add(running.popleft().result())
     return offset, n_failed
@@ -329,7 +348,9 @@ def group_preferences(
 
     Args:
         pref_ds: a ``datasets.Dataset`` (or a streaming ``IterableDataset``, whose pairs must then come query by
-            query) with the preference-set columns (``votes`` and extra columns are ignored).
+            query) with the preference-set columns (``votes`` and extra columns are ignored), or the
+            :class:`~zelo_hf.preference_tables.PreferenceTables` of a set saved with each text once
+            (``load_preference_set(source, join=False)``): pairs grouped by id, texts taken from its tables.
         num_proc: unused (grouping is a streamed vectorised pass); accepted for symmetry with the map steps.
         drop_failed: drop pairs whose ``prob_a`` is missing (every vote failed) with a warning. By default such
             pairs are kept and the fit raises, naming the query: nothing is dropped silently.
@@ -339,22 +360,29 @@ def group_preferences(
     """
     if num_proc not in (None, 1):
         warnings.warn(f"group_preferences ignores num_proc={num_proc}: grouping is one vectorised pass.", stacklevel=2)
-    column_names = list(pref_ds.column_names or (pref_ds.features or {}).keys())
-    require_columns(column_names, PREFERENCE_COLUMNS, "the preference set")
-    columns = list(PREFERENCE_COLUMNS) + (["query_b_id"] if "query_b_id" in column_names else [])
+    tables = pref_ds if isinstance(pref_ds, PreferenceTables) else None
+    rows = pref_ds.pairs if tables is not None else pref_ds
+    column_names = list(rows.column_names or (rows.features or {}).keys())
+    required = PREFERENCE_COLUMNS if tables is None else PREFERENCE_ID_COLUMNS
+    require_columns(column_names, required, "the preference set", "see the schema in docs/design.md; a set saved with "
+                    "ids only takes its texts from its tables: load it with `zelo_hf.load_preference_set(source)`.")
+    columns = list(required) + (["query_b_id"] if "query_b_id" in column_names else [])
     path = None if cache_file_name is None else str(cache_file_name)
     out = _GroupedOutput(path)
+
+    def stream(ds):
+        return _group_stream(_arrow_batches(ds, columns, window_rows), drop_failed, window_rows, out, tables)
+
     try:
-        n_rows, n_failed = _group_stream(_arrow_batches(pref_ds, columns, window_rows), drop_failed, window_rows, out)
+        n_rows, n_failed = stream(rows)
     except _NotGrouped:
-        if not hasattr(pref_ds, "select") or not hasattr(pref_ds, "__len__"):
+        if not hasattr(rows, "select") or not hasattr(rows, "__len__"):
             raise ValueError(
                 "this streaming preference set is not ordered by query (a query's pairs reappear after other "
                 "queries'): load it without `streaming=True`, or write it query by query (e.g. sorted by query_id)."
             ) from None
         out = _GroupedOutput(path)
-        ordered = pref_ds.select(_first_appearance_order(pref_ds, window_rows))
-        n_rows, n_failed = _group_stream(_arrow_batches(ordered, columns, window_rows), drop_failed, window_rows, out)
+        n_rows, n_failed = stream(rows.select(_first_appearance_order(rows, window_rows)))
     if n_rows == 0:
         raise ValueError("the preference set has no rows: judge some pairs first (`zelo judge`).")
     if drop_failed and n_failed:

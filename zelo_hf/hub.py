@@ -103,6 +103,39 @@ def save_dataset_folder(dataset, output_dir: str | Path, card=None, split: str =
     return output_dir
 
 
+def shard_count(ds, max_shard_size: int | str) -> int:
+    """Shards of at most ``max_shard_size`` (Arrow bytes, as ``datasets.push_to_hub`` counts them)."""
+    import numpy as np
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    limit = convert_file_size_to_int(max_shard_size)
+    if limit <= 0:
+        raise ValueError(f"`max_shard_size` must be > 0 (got max_shard_size={max_shard_size!r}): e.g. '500MB'.")
+    table = ds.data
+    nbytes = table.nbytes * len(ds) / max(table.num_rows, 1)  # with an indices mapping, the selected share
+    return max(1, min(len(ds), int(np.ceil(nbytes / limit))))
+
+
+def write_shards(ds, folder: str | Path, split: str, max_shard_size: int | str = "500MB") -> list[Path]:
+    """``ds`` as contiguous parquet shards ``<folder>/<split>-0000k-of-0000n-<sha256[:16]>.parquet`` of about
+    ``max_shard_size`` each (the layout ``datasets.push_to_hub`` wrote, which the Hub loads as one split); the
+    split's older shards are removed. The content hash in the name changes whenever the rows do, so a card that
+    names the files gives datasets' cache a new key (it keys on the card's data_files, not on the folder)."""
+    import hashlib
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob(f"{split}-*.parquet"):
+        old.unlink()
+    n_shards, paths = shard_count(ds, max_shard_size), []
+    for k in range(n_shards):
+        path = folder / f"{split}-{k:05d}-of-{n_shards:05d}.parquet"
+        ds.shard(n_shards, k, contiguous=True).to_parquet(str(path))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        paths.append(path.rename(path.with_name(f"{path.stem}-{digest}.parquet")))
+    return paths
+
+
 def split_path(folder: str | Path, split: str) -> Path:
     """Where ``save_dataset_folder`` writes one split: ``data/<split>-00000-of-00001.parquet``."""
     return Path(folder) / "data" / f"{split}-00000-of-00001.parquet"
@@ -138,7 +171,10 @@ def push_folder(
     commit_message: str = "Upload with zelo-hf",
     revision: str | None = None,
 ) -> str:
-    """Create ``repo_id`` if needed and upload ``folder``; the token is read from the environment by huggingface_hub."""
+    """Create ``repo_id`` if needed and upload ``folder``; the token is read from the environment by huggingface_hub.
+
+    A dataset's parquet files replace the repo's: shards named by their content (``write_shards``), or a label set
+    with another shard count, would otherwise leave an earlier push's files beside the new ones."""
     from huggingface_hub import HfApi
 
     if repo_type not in ("dataset", "model"):
@@ -146,14 +182,24 @@ def push_folder(
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     info = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=commit_message, revision=revision
+        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=commit_message, revision=revision,
+        delete_patterns=["*.parquet"] if repo_type == "dataset" else None,
     )
     logger.info("pushed %s to %s", folder, repo_id)
     return str(getattr(info, "commit_url", info))
 
 
 def load_dataset_any(source: str | Path, split: str | None = "train"):
-    """Load a dataset saved by this toolkit from a local folder, a parquet/jsonl file, or a Hub repo id.
+    """Load a dataset saved by this toolkit from a local folder, a parquet/jsonl file, or a Hub repo id
+    (:func:`load_rows`); a preference set saved with each text once comes back with its texts joined in
+    (``zelo_hf.preference_tables.load_preference_set``), as older folders hold them."""
+    from .preference_tables import with_texts
+
+    return with_texts(load_rows(source, split), source)
+
+
+def load_rows(source: str | Path, split: str | None = "train"):
+    """The rows of a local folder (its ``data/`` parquet files), a parquet/jsonl/csv file, or a Hub repo id, as stored.
 
     A name that looks local (``/``, ``./``, ``../`` prefix, a file suffix, or an existing parent folder) is never
     sent to the Hub: a missing one fails with "path does not exist" and the nearest names. An input without rows

@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "CANDIDATE_COLUMNS", "PAIR_COLUMNS", "PREFERENCE_COLUMNS", "CROSS_QUERY_COLUMNS", "CROSS_FIT_COLUMNS",
+    "PREFERENCE_ID_COLUMNS", "TEXT_TABLES", "TEXT_OF_ID",
     "ANCHOR_COLUMNS", "GROUPED_COLUMNS", "GROUPED_FIT_COLUMNS", "FIT_COLUMNS", "LABEL_COLUMNS", "POINTWISE_COLUMNS",
     "candidate_features", "vote_features", "preference_features", "cross_pair_features",
     "require_columns", "check_texts", "check_numbers", "check_probabilities",
@@ -27,6 +28,13 @@ PAIR_COLUMNS = ("query_id", "query", "doc_a_id", "doc_a", "doc_b_id", "doc_b")
 # a judged pair: + ``votes`` (one struct per judge, see ``vote_features``)
 PREFERENCE_COLUMNS = (*PAIR_COLUMNS, "prob_a")
 CROSS_QUERY_COLUMNS = ("query_b_id", "query_b")
+# a judged preference set as saved (#12): pair rows hold ids only (what grouping and fitting read); each text is
+# stored once in a companion table (table name -> its id and text columns), as BEIR keeps corpus and queries apart
+PREFERENCE_ID_COLUMNS = ("query_id", "doc_a_id", "doc_b_id", "prob_a")
+TEXT_TABLES = {"queries": ("query_id", "query"), "documents": ("doc_id", "doc")}
+# id column of a pair row -> (its text column, the companion table holding that text)
+TEXT_OF_ID = {"query_id": ("query", "queries"), "doc_a_id": ("doc_a", "documents"),
+              "doc_b_id": ("doc_b", "documents"), "query_b_id": ("query_b", "queries")}
 # what the cross-query calibration fit reads of a judged cross-query preference set
 CROSS_FIT_COLUMNS = ("query_id", "doc_a_id", "query_b_id", "doc_b_id", "prob_a")
 # pointwise relevance votes that pin score 0 to the relevance boundary (calibration's optional anchors)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from ..hub import load_dataset_any
 from ..label_sets import label_summary
 from ..labeling import label_preferences
+from ..preference_tables import load_preference_set
 from ..thurstone import DEFAULT_PRIOR_SD, FIT_MODELS
 
 HELP = "Fit Thurstone / Bradley-Terry scores per query from a preference set -> a label set."
@@ -42,7 +42,7 @@ def make_parser():
 
 
 def main(args: FitArguments) -> int:
-    pairs = load_dataset_any(args.input, split=args.split)
+    pairs = load_preference_set(args.input, split=args.split, join=False)  # a set with ids: grouped without texts
     labels = label_preferences(
         pairs,
         model=args.model,

@@ -1,6 +1,6 @@
 """A judged preference set: votes -> one row per pair (soft label ``prob_a`` + every vote), the summary (counts,
 tokens, dollars, per-judge agreement, intransitive triangles) and the Hub-ready folder (:func:`save_preference_set`:
-parquet + card, optionally pushed)."""
+parquet pair rows with ids + one table per text kind + card, optionally pushed; layout in ``preference_tables``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import hub  # hub.push_folder looked up at call time: the one upload call, patched in tests
+from ..preference_tables import write_preference_set
 from ..raters import agreement_by_judge, intransitive_triangle_rate
 from ..schema import preference_features
 from ..utils import producing_command, redact, scrub_paths
@@ -123,32 +124,41 @@ def save_preference_set(
     push_to_hub: str | None = None,
     private: bool | None = None,
     source: str | None = None,
+    max_shard_size: int | str = "500MB",
 ) -> Path:
-    """Write the preference set (``data/train-*.parquet``), the failed pairs (``failed_pairs.jsonl``), the summary
-    (``judging_summary.json``) and the card (``README.md``); push the folder to ``push_to_hub`` when given.
+    """Write the preference set with each text once (``data/train-*.parquet``: pair rows with ids, ``prob_a`` and
+    votes; ``queries/`` and ``documents/``: the texts, issue #12), the failed pairs (``failed_pairs.jsonl``), the
+    summary (``judging_summary.json``) and the card (``README.md``, one ``configs:`` entry per table); push the
+    folder, one dataset repo, when ``push_to_hub`` is given. Parquet files are shards of about ``max_shard_size``.
 
-    The folder loads back with ``datasets.load_dataset(output_dir)``.
+    ``zelo_hf.load_preference_set(output_dir)`` gives back the row-per-pair set with its texts (as
+    ``load_dataset_any`` does); ``datasets.load_dataset(output_dir, "queries")`` one table.
     """
     if result.preferences is None:
         raise ValueError("`result` is a dry run (no preferences): run judge_pairs with dry_run=False first.")
-    summary = result.summary
-    judges = [leaf.describe() for leaf in judge.leaves()] if judge is not None else [{"name": n} for n in summary["judges"]]
-    example = build_messages("{query}", "{document A}", "{document B}")[1]["content"]
-    card = hub.render_dataset_card(
-        "preference_set.md",
-        # No `configs:` block: datasets (5.2) keys its cache on that block's unresolved `data/train-*` pattern, so
-        # two folders with the same name loaded each other's rows; the data/<split>-*.parquet layout is inferred.
-        card_data={"tags": ["zelo", "reranking", "pairwise-preferences", "llm-as-a-judge"]},
-        summary=summary, judges=judges, prompt_version=PROMPT_VERSION, system_prompt=SYSTEM_PROMPT,
-        user_prompt=example, command=producing_command(), source=source,
-        uses_llm=any("LiteLLM" in j.get("type", "") for j in judges),
-    )
-    out = hub.save_dataset_folder(result.preferences, output_dir, card)
+    out = Path(output_dir)
+    configs = write_preference_set(result.preferences, out, max_shard_size)
+    card = _card(result.summary, judge, source, configs)
+    card.save(str(out / "README.md"))
     with open(out / "failed_pairs.jsonl", "w", encoding="utf-8") as f:
         for row in result.failed or []:
             f.write(scrub_paths(redact(json.dumps(row, ensure_ascii=False))) + "\n")
-    summary_text = scrub_paths(redact(json.dumps(summary, indent=2, default=float)))  # tracebacks name local files
+    summary_text = scrub_paths(redact(json.dumps(result.summary, indent=2, default=float)))  # tracebacks name files
     (out / "judging_summary.json").write_text(summary_text, encoding="utf-8")
     if push_to_hub:
         hub.push_folder(out, push_to_hub, repo_type="dataset", private=private)
     return out
+
+
+def _card(summary: dict[str, Any], judge: Judge | None, source: str | None, configs: list | None):
+    """The preference set's card; ``configs``: one entry per table, each naming its files (None: texts inline, no
+    block, the ``data/<split>-*`` layout inferred)."""
+    judges = [leaf.describe() for leaf in judge.leaves()] if judge is not None else [{"name": n} for n in summary["judges"]]
+    example = build_messages("{query}", "{document A}", "{document B}")[1]["content"]
+    tags = {"tags": ["zelo", "reranking", "pairwise-preferences", "llm-as-a-judge"]}
+    return hub.render_dataset_card(
+        "preference_set.md", card_data=tags | ({"configs": configs} if configs else {}),
+        summary=summary, judges=judges, prompt_version=PROMPT_VERSION, system_prompt=SYSTEM_PROMPT,
+        user_prompt=example, command=producing_command(), source=source, texts_once=configs is not None,
+        uses_llm=any("LiteLLM" in j.get("type", "") for j in judges),
+    )  # fmt: skip

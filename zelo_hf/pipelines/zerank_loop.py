@@ -24,6 +24,7 @@ from ..judging.preference_set import save_preference_set
 from ..judging.preferences import judge_pairs
 from ..loop import judged_pairs, loop_pairs
 from ..modeling.scoring import RerankerScorer
+from ..preference_tables import pair_rows
 from ..stages import StageRunner
 from .zembed import teacher_scores
 from .zerank_args import ZerankArguments
@@ -87,7 +88,7 @@ def stage_loop_preferences(args: ZerankArguments, training_args, output_dir: Pat
     """Judge the pairs where the first model and the calibrated labels disagree most (never a judged pair)."""
     labels = load_split(output_dir / "calibration", "train")
     scores = first_model_scores(args, training_args, output_dir, labels)
-    judged = judged_pairs(concat_preferences(output_dir))
+    judged = judged_pairs(pair_rows(concat_preferences(output_dir)))
     pairs = loop_pairs(labels, scores, judged, args.loop_pairs_per_query, top_k=args.loop_top_k,
                        selection=args.loop_selection, seed=args.query_seed)
     if not pairs:

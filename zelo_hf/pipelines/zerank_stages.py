@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict, concatenate_datasets
+from datasets import DatasetDict
 
 from ..adaptive import judge_candidates
 from ..calibration import calibrate_label_set, sample_cross_query_pairs
@@ -21,6 +21,7 @@ from ..judging.local import PairwiseModelJudge
 from ..judging.preference_set import save_preference_set
 from ..label_sets import label_summary, save_label_set
 from ..labeling import label_preferences
+from ..preference_tables import concat_preference_sets, load_preference_set
 from ..stages import read_marker
 from ..trainer import PairwiseConfig
 from ..training import sub_config
@@ -103,7 +104,7 @@ def stage_pairwise_model(args: ZerankArguments, training_args, output_dir: Path,
         **{name: value for name, value in (("temperature", args.pairwise_temperature),
                                            ("pair_weighting", args.pairwise_pair_weighting)) if value is not None},
     )
-    run = train_pairwise_model(load_split(output_dir / "preferences", "train"),
+    run = train_pairwise_model(load_preference_set(output_dir / "preferences"),
                                resolve_model_name(args.pairwise_model_name_or_path), config, None,
                                args.pairwise_eval_query_fraction, args.query_seed + 4,
                                dataset_name=args.preference_set_repo_id,
@@ -146,13 +147,10 @@ def stage_pairwise_preferences(
 
 def concat_preferences(output_dir: Path, extra: tuple[str, ...] = ()):
     """The LLM-judged preferences plus, when the pairwise stage ran, the pairwise-model-judged ones, plus the
-    preference sets of the ``extra`` stage folders (the reranker-in-the-loop round's)."""
-    parts = [load_split(output_dir / "preferences", "train")]
-    for name in ("pairwise_preferences", *extra):
-        if has_split(output_dir / name, "train"):
-            more = load_split(output_dir / name, "train")
-            parts.append(more.cast(parts[0].features) if set(more.column_names) == set(parts[0].column_names) else more)
-    return concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    preference sets of the ``extra`` stage folders (the reranker-in-the-loop round's): ``PreferenceTables`` (ids +
+    each text once) for ``label_preferences``, or, with a stage folder of texts inline, the joined rows."""
+    names = ["preferences", *(n for n in ("pairwise_preferences", *extra) if has_split(output_dir / n, "train"))]
+    return concat_preference_sets([load_preference_set(output_dir / name, join=False) for name in names])
 
 
 def stage_labels(args: ZerankArguments, output_dir: Path, stage_dir: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
