@@ -14,12 +14,16 @@ Issue #12 adds the user's paths:
   fit) and once with the pin switched off (OpenBLAS at its default threads), to show what the pin buys;
 - ``--scale N``: N simulated queries written to disk as a flat parquet preference set (one row per pair), then
   loaded (``streaming=True``), grouped, fitted through the map and written as a sharded label set, end to end.
-Both print ``queries_per_s_map``, ``speedup_vs_mm``, ``max_abs_diff_vs_scipy``, ``peak_rss_mb`` and
+- ``--graphs N``: the comparison graphs of N queries (``zelo_hf.graphs.sample_cycle_graph``, what ``zelo graph`` and
+  the judging stages draw per query) against the sampler before #12, which re-keyed the whole cycle after every
+  re-draw swap (kept below as the baseline), timed in the same run; the graphs must be identical.
+``--through_map`` and ``--scale`` print ``queries_per_s_map``, ``speedup_vs_mm``, ``max_abs_diff_vs_scipy``, ``peak_rss_mb`` and
 ``seconds_total`` (and ``disk_mb`` of the preference set for ``--scale``), with the load average.
 
     .venv/bin/python eval/bench_fit.py --n_queries 20000
     .venv/bin/python eval/bench_fit.py --n_queries 20000 --through_map
     .venv/bin/python eval/bench_fit.py --scale 1000000 --work_dir /tmp/zelo-scale
+    .venv/bin/python eval/bench_fit.py --graphs 5000
 """
 
 from __future__ import annotations
@@ -424,6 +428,54 @@ def scale(args) -> dict:
     return out
 
 
+def _full_rekey_graph(n: int, degree: int, seed: int, max_redraws: int = 100) -> np.ndarray:
+    """The cycle sampler before #12 (the baseline of ``--graphs``): every re-draw swap re-keys the whole cycle and
+    searches all its pairs among the earlier cycles' again."""
+    rng, cycles, seen = np.random.default_rng(seed), [], np.empty(0, dtype=np.int64)
+
+    def keys_of(perm):
+        a, b = perm, np.roll(perm, -1)
+        return np.minimum(a, b) * n + np.maximum(a, b)
+
+    def repeats(perm):
+        keys = keys_of(perm)
+        pos = np.minimum(np.searchsorted(seen, keys), max(len(seen) - 1, 0))
+        return np.flatnonzero(seen[pos] == keys) if len(seen) else np.empty(0, dtype=np.int64)
+
+    for _ in range(degree // 2):
+        perm = rng.permutation(n)
+        bad = repeats(perm)
+        for _ in range(max_redraws):
+            if not len(bad):
+                break
+            i, j = rng.choice(bad), rng.integers(n)
+            perm[[i, j]] = perm[[j, i]]
+            new_bad = repeats(perm)
+            if len(new_bad) <= len(bad):
+                bad = new_bad
+            else:
+                perm[[i, j]] = perm[[j, i]]
+        cycles.append(np.stack([perm, np.roll(perm, -1)], axis=1))
+        seen = np.sort(np.concatenate([seen, keys_of(perm)]))
+    return np.concatenate(cycles).astype(np.int64)
+
+
+def graph_sampling(args) -> dict:
+    from zelo_hf.graphs import query_seed, sample_cycle_graph
+
+    seeds = [query_seed(args.seed, f"q{q}") for q in range(args.graphs)]
+    ours, ours_s, ours_cpu = timed(lambda: [sample_cycle_graph(args.n_docs, args.degree, seed=s) for s in seeds])
+    old, old_s, old_cpu = timed(lambda: [_full_rekey_graph(args.n_docs, args.degree, s) for s in seeds])
+    return {
+        "queries": args.graphs, "n_docs": args.n_docs, "degree": args.degree,
+        "ms_per_query": round(1e3 * ours_s / len(seeds), 4),
+        "ms_per_query_full_rekey": round(1e3 * old_s / len(seeds), 4),
+        "speedup": round(old_s / ours_s, 2), "speedup_cpu_time": round(old_cpu / ours_cpu, 2),
+        "identical_graphs": all(np.array_equal(a, b) for a, b in zip(ours, old)),
+        "load_avg_after": load_average(),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n_queries", type=int, default=20_000)
@@ -440,11 +492,15 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=0, help="N queries end to end from parquet on disk")
     parser.add_argument("--work_dir", default="/tmp/zelo-bench-scale", help="folder for --scale (removed after)")
     parser.add_argument("--keep", action="store_true", help="keep --scale's files")
+    parser.add_argument("--graphs", type=int, default=0, help="time N queries' comparison graphs (vs the old sampler)")
     args = parser.parse_args()
     from datasets import disable_caching, disable_progress_bars
 
     disable_caching()  # time the work, not a cache hit
     disable_progress_bars()
+    if args.graphs:
+        print(json.dumps(graph_sampling(args), indent=1))
+        return
     if args.scale:
         print(json.dumps(scale(args), indent=1))
         return

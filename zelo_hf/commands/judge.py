@@ -121,7 +121,8 @@ class JudgeArguments:
     )
     batch: bool = field(
         default=False, metadata={"help": "Send LLM judges' pairs through the provider's batch API (OpenAI files + "
-                                 "batches: half price, within 24 h). Batch ids go to the cache: rerunning the same "
+                                 "batches, Anthropic Message Batches: half price, within 24 h; openai/... and "
+                                 "anthropic/... judges). Batch ids go to the cache: rerunning the same "
                                  "command after a crash polls them again, nothing is submitted twice."}
     )
     batch_poll_interval: float = field(default=30.0, metadata={"help": "Seconds between batch status polls."})

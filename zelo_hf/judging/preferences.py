@@ -180,8 +180,8 @@ def judge_pairs(
         dry_run: spend nothing and write nothing (an existing cache is only read); the summary holds the estimated
             calls, tokens, dollars (online and batch) and seconds.
         combine: ``"mean"``/``"median"`` of the votes (default: the ensemble's own setting, else mean).
-        batch: send the LLM judges' uncached pairs through the provider's batch API (OpenAI files + batches; half
-            price, results within 24 h). Needs ``cache``: batch ids are stored there, so a rerun after a crash or
+        batch: send the LLM judges' uncached pairs through the provider's batch API (OpenAI files + batches or
+            Anthropic Message Batches; half price, results within 24 h). Needs ``cache``: batch ids are stored there, so a rerun after a crash or
             ``batch_timeout`` polls the same batches (nothing is submitted twice). Failed and expired requests are
             failed votes with the reason; an unreadable answer is not re-asked inside a batch (the next run asks).
         batch_poll_interval, batch_timeout: seconds between polls, and before giving up polling for this run.
