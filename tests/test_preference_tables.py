@@ -206,3 +206,35 @@ def test_a_pushed_dataset_replaces_the_repo_parquet_files(tmp_path, monkeypatch)
     push_folder(tmp_path, "me/prefs")
     push_folder(tmp_path, "me/model", repo_type="model")
     assert [c["delete_patterns"] for c in calls] == [["*.parquet"], None]
+
+
+def test_the_id_index_finds_every_row_and_never_a_wrong_one(monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+
+    import zelo_hf.preference_tables as tables_module
+    from zelo_hf.preference_tables import KeyIndex
+
+    keys = pa.chunked_array([pa.array(["d17", ""]), pa.array(["x" * 5000, "y", "d1", "d7"])])
+    asked = pa.array(["", None, "x" * 5000, "d7", "not there", "d17", "d1"])
+    expected = [1, None, 2, 5, None, 0, 4]
+    assert KeyIndex(keys).positions(asked).to_pylist() == expected
+    assert KeyIndex(keys.cast(pa.large_string())).positions(asked.cast(pa.large_string())).to_pylist() == expected
+    # every hash equal (the worst collision): the strings are compared, so rows stay right
+    monkeypatch.setattr(tables_module, "_hash_strings", lambda values: np.zeros(len(values), np.uint64))
+    assert KeyIndex(keys).positions(asked).to_pylist() == expected
+
+
+def test_grouping_window_by_window_does_not_rehash_the_tables(judged, tmp_path, monkeypatch):
+    """Arrow's index_in hashes its whole value set per call: per window that made grouping quadratic in the corpus."""
+    import pyarrow.compute as pc
+
+    save_preference_set(judged, tmp_path / "set")
+    tables = load_preference_set(tmp_path / "set", join=False)
+    calls = []
+    index_in = pc.index_in
+    monkeypatch.setattr(pc, "index_in", lambda *a, **k: calls.append(1) or index_in(*a, **k))
+    grouped = group_preferences(tables, window_rows=7)
+    assert calls == [] and len(grouped) == N_QUERIES
+    inline = group_preferences(load_preference_set(tmp_path / "set"), window_rows=7)
+    assert grouped.to_list() == inline.to_list()

@@ -52,14 +52,95 @@ class PreferenceTables:
             self._lookups[name] = (table[key].combine_chunks(), table[text])
         return self._lookups[name]
 
+    def index(self, name: str) -> KeyIndex:
+        """The :class:`KeyIndex` of the table ``name``'s ids, built on first use and kept."""
+        if ("index", name) not in self._lookups:
+            self._lookups[("index", name)] = KeyIndex(self.lookup(name)[0])
+        return self._lookups[("index", name)]
+
     def texts(self, id_column: str, ids):
-        """The texts of ``ids`` (values of the pair column ``id_column``) from their table; a null id gives null."""
+        """The texts of ``ids`` (values of the pair column ``id_column``) from their table; a null id gives null.
+        Grouping calls this once per window: the table's :class:`KeyIndex` makes each call cost the window's ids, not
+        a hash of the whole table again (an Arrow ``index_in`` over 5M document ids took 2.2 s per window, #12)."""
         name = TEXT_OF_ID[id_column][1]
-        keys, texts = self.lookup(name)
-        return texts.take(_positions(ids, keys, id_column, name)).combine_chunks()
+        return self.lookup(name)[1].take(_positions(ids, self.index(name), id_column, name)).combine_chunks()
 
     def joined(self):
         return join_texts(self)
+
+
+# ------------------------------------------------------------------------------------------------ the id index
+_HASH_BASE = np.uint64(0x100000001B3)  # odd: the polynomial string hash below, mod 2^64
+_HASH_CHUNK = 1 << 20  # strings hashed at a time (bounded temporaries)
+
+
+def _string_buffers(values):
+    """``(offsets, data)`` NumPy views of an Arrow string array's buffers (no copy); nulls read as empty strings."""
+    import pyarrow as pa
+
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.large_string())
+    width = np.int64 if pa.types.is_large_string(values.type) else np.int32
+    _, offsets, data = values.buffers()
+    offsets = np.frombuffer(offsets, dtype=width)[values.offset : values.offset + len(values) + 1].astype(np.int64)
+    return offsets, (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8))
+
+
+def _hash_strings(values) -> np.ndarray:
+    """A 64-bit polynomial hash of every string of an Arrow array (``sum byte_j * B^j`` mod 2^64, then its length
+    mixed in), vectorised over the bytes chunk by chunk. Equal strings hash equal; a lookup verifies the strings."""
+    offsets, data = _string_buffers(values)
+    out = np.empty(len(offsets) - 1, dtype=np.uint64)
+    for lo in range(0, len(out), _HASH_CHUNK):
+        o = offsets[lo : lo + _HASH_CHUNK + 1]
+        lengths = np.diff(o)
+        chunk = data[o[0] : o[-1]].astype(np.uint64) + np.uint64(1)
+        position = np.arange(len(chunk)) - np.repeat(o[:-1] - o[0], lengths)
+        powers = np.cumprod(np.full(int(lengths.max(initial=0)) + 1, _HASH_BASE, dtype=np.uint64)) // _HASH_BASE
+        total = np.concatenate([np.zeros(1, np.uint64), np.cumsum(chunk * powers[position], dtype=np.uint64)])
+        h = total[o[1:] - o[0]] - total[o[:-1] - o[0]]
+        out[lo : lo + len(lengths)] = h * _HASH_BASE + lengths.astype(np.uint64)
+    return out
+
+
+class KeyIndex:
+    """Row of each id in a table's unique ids, built once in O(ids) (hashes sorted) and asked per batch in O(batch).
+
+    Arrow's ``index_in`` hashes its whole value set on every call, so grouping a large preference set window by
+    window re-hashed every document id per window. Here a lookup hashes the asked ids, binary-searches the sorted
+    hashes and then compares the strings themselves, so a hash collision can never return a wrong row: ids that
+    fail the comparison (not in the table, or a collision) are looked up again with ``index_in``.
+    """
+
+    def __init__(self, keys):
+        self.keys = keys.combine_chunks() if hasattr(keys, "combine_chunks") else keys
+        hashes = _hash_strings(self.keys)
+        self.order = np.argsort(hashes, kind="stable")
+        self.sorted = hashes[self.order]
+
+    def positions(self, ids):
+        """Arrow int64 rows of ``ids`` in the keys; null for a null id or an id not in the table."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ids = ids.combine_chunks() if hasattr(ids, "combine_chunks") else ids
+        if len(self.sorted) == 0 or len(ids) == 0:
+            return pa.nulls(len(ids), pa.int64())
+        hashes = _hash_strings(ids)
+        asked = np.argsort(hashes)  # sorted needles: the binary searches walk the table once, not at random
+        slot = np.empty(len(hashes), dtype=np.int64)
+        slot[asked] = np.searchsorted(self.sorted, hashes[asked])
+        rows = self.order[np.minimum(slot, len(self.sorted) - 1)]
+        same = pc.fill_null(pc.equal(self.keys.take(pa.array(rows)), ids), False).to_numpy(zero_copy_only=False)
+        positions = pa.array(rows, pa.int64(), mask=~same)
+        retry = np.flatnonzero(~same & pc.is_valid(ids).to_numpy(zero_copy_only=False))
+        if len(retry):  # not in the table (the caller says so), or a collision: Arrow's exact lookup decides
+            found = pc.index_in(ids.take(pa.array(retry)), value_set=self.keys).cast(pa.int64())
+            merged = np.where(same, rows, -1)
+            merged[retry] = found.fill_null(-1).to_numpy(zero_copy_only=False)
+            positions = pa.array(merged, pa.int64(), mask=merged < 0)
+        return positions
 
 
 # ---------------------------------------------------------------------------------------------------- splitting
@@ -128,13 +209,13 @@ def split_texts(preferences):
 
 
 # ----------------------------------------------------------------------------------------------------- joining
-def _positions(ids, keys, id_column: str, table: str):
-    """Row of each id in ``keys`` (Arrow hash lookup); an id that is not there is an error naming it and the table."""
+def _positions(ids, index: KeyIndex, id_column: str, table: str):
+    """Row of each id in the table (its :class:`KeyIndex`); an id that is not there is an error naming it and the
+    table."""
     import pyarrow.compute as pc
 
     ids = ids.combine_chunks() if hasattr(ids, "combine_chunks") else ids
-    keys = keys.combine_chunks() if hasattr(keys, "combine_chunks") else keys
-    positions = pc.index_in(ids, value_set=keys)
+    positions = index.positions(ids)
     missing = pc.and_(pc.is_valid(ids), pc.is_null(positions))
     n_missing = pc.sum(missing).as_py() or 0
     if n_missing:
@@ -173,8 +254,8 @@ def join_texts(tables: PreferenceTables):
     positions, texts = {}, {}
     for c in id_columns:
         name = TEXT_OF_ID[c][1]
-        keys, texts[c] = tables.lookup(name)
-        positions[c] = _positions(arrow[c], keys, c, name)
+        texts[c] = tables.lookup(name)[1]
+        positions[c] = _positions(arrow[c], tables.index(name), c, name)
     if len(pairs) == 0:  # Dataset.map returns an empty dataset unchanged: give it the text columns here
         from datasets import Dataset
 

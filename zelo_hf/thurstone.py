@@ -22,7 +22,6 @@ block of queries). Blocks of queries run in parallel threads with BLAS/OpenMP pi
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import sys
 import threading
@@ -30,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 import scipy.sparse as sp
 from scipy.special import erfc, expit, log_ndtr, logit, ndtri
 
@@ -50,8 +48,6 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 # Inexact Newton: each CG solve stops at residual <= max(min(_ETA0, _ETA1 |g|) |g|, _FLOOR tol) (see _newton).
 _ETA0, _ETA1, _FLOOR = 0.003, 0.3, 0.3
 _TAIL = 25.0  # |d| beyond which erfc underflows towards 1e-300: use log_ndtr there
-# SciPy 1.17 added assume_a to linalg.inv together with its C loop over stacks (older versions loop in Python)
-_BATCHED_SPD_INV = "assume_a" in inspect.signature(scipy.linalg.inv).parameters
 
 
 @dataclass
@@ -547,12 +543,9 @@ _LEAF = 32  # up to this size a stack is inverted by LAPACK in one batched call;
 
 
 def _leaf_inverse(hess: np.ndarray) -> np.ndarray:
-    """Inverse of a stack of small SPD matrices in one call: SciPy >= 1.17's batched ``inv(assume_a="pos")``
-    (Cholesky, ~20% cheaper; its loop over the stack is in C) where present, else NumPy's batched ``inv`` (LU), which
-    also takes over should rounding make a leaf numerically indefinite (a huge ``prior_sd``)."""
-    if _BATCHED_SPD_INV:
-        with contextlib.suppress(np.linalg.LinAlgError):
-            return scipy.linalg.inv(hess, assume_a="pos", check_finite=False)
+    """Inverse of a stack of small SPD matrices in one call: NumPy's batched ``inv`` (LU). It releases the GIL, so the
+    fit's threads invert side by side; SciPy's batched ``inv(assume_a="pos")`` (Cholesky) does ~20% fewer flops but
+    holds the GIL for the whole stack, which made two threads slower than one (#12)."""
     return np.linalg.inv(hess)
 
 
