@@ -12,8 +12,10 @@ Issue #12 adds the user's paths:
 - ``--through_map``: ``grouped.map(zelo_hf.thurstone_map, batched=True)`` with its defaults (standard errors on),
   timed against the per-query dense MM fit of the same run, once as shipped (BLAS pinned to one thread inside the
   fit) and once with the pin switched off (OpenBLAS at its default threads), to show what the pin buys;
-- ``--scale N``: N simulated queries written to disk as a flat parquet preference set (one row per pair), then
-  loaded (``streaming=True``), grouped, fitted through the map and written as a sharded label set, end to end.
+- ``--scale N``: N simulated queries written to disk as a preference set in the saved layout (one row per pair with
+  ids, each text once in ``queries`` / ``documents`` tables; a corpus of N * n_docs / 10 documents, each a candidate
+  of ~10 queries), then loaded (pairs ``streaming=True``), grouped, fitted through the map and written as a sharded
+  label set, end to end.
 - ``--graphs N``: the comparison graphs of N queries (``zelo_hf.graphs.sample_cycle_graph``, what ``zelo graph`` and
   the judging stages draw per query) against the sampler before #12, which re-keyed the whole cycle after every
   re-draw swap (kept below as the baseline), timed in the same run; the graphs must be identical.
@@ -325,10 +327,22 @@ def through_map(args) -> dict:
     }
 
 
+def corpus_size(args) -> int:
+    """Documents of the simulated corpus: each appears in the candidates of ~10 queries (shared, as retrieved
+    candidates are), at least one query's worth."""
+    return max(args.n_docs + 1, args.scale * args.n_docs // 10)
+
+
+def _doc_index(flat: np.ndarray, corpus: int) -> np.ndarray:
+    """Corpus row of candidate ``flat = query * n_docs + rank``: an odd multiplier mod the corpus size, so one
+    query's candidates are distinct and every document is shared by ~10 queries."""
+    return (flat * 2654435761) % corpus
+
+
 def simulated_pairs(q0: int, q: int, args):
-    """Queries ``q0 .. q0 + q - 1`` as flat pairs (the preference-set schema of docs/design.md), vectorised; ids and
-    texts are short synthetic strings; graphs are unions of degree/2 random Hamiltonian cycles (repeated pairs
-    between cycles are kept, not re-drawn)."""
+    """Queries ``q0 .. q0 + q - 1`` as flat pair rows with ids only (the saved preference-set layout, texts in the
+    ``queries`` / ``documents`` tables), vectorised; graphs are unions of degree/2 random Hamiltonian cycles, a
+    pair two cycles share kept once (so a query has up to n * degree / 2 pairs)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -339,42 +353,62 @@ def simulated_pairs(q0: int, q: int, args):
     base = (np.arange(q) * n)[:, None]
     a = (perms.reshape(q, -1) + base).ravel()
     b = (np.roll(perms, -1, axis=2).reshape(q, -1) + base).ravel()
+    _, first = np.unique(np.minimum(a, b) * (q * n) + np.maximum(a, b), return_index=True)
+    keep = np.sort(first)  # a pair two cycles share is judged once (the library's sampler re-draws such repeats)
+    a, b = a[keep], b[keep]
     probs = simulate_probs(latent_scores(q * n, rng), np.stack([a, b], axis=1), rng)
-    qnum = pc.cast(pa.array(np.arange(q0, q0 + q)), pa.string())
-    dnum = pc.cast(pa.array(np.tile(np.arange(n), q)), pa.string())
-    qrep = pc.take(qnum, pa.array(np.repeat(np.arange(q), n)))
-    doc_ids = pc.binary_join_element_wise("d", qrep, "-", dnum, "")
-    doc_texts = pc.binary_join_element_wise("passage ", dnum, " of query ", qrep, "")
-    pair_query = pc.take(qnum, pa.array(a // n))
+    corpus = corpus_size(args)
+
+    def doc_ids(local):
+        return pc.binary_join_element_wise("d", pc.cast(pa.array(_doc_index(local + q0 * n, corpus)), pa.string()), "")
+
     return pa.table(
         {
-            "query_id": pc.binary_join_element_wise("q", pair_query, ""),
-            "query": pc.binary_join_element_wise("query number ", pair_query, ""),
-            "doc_a_id": pc.take(doc_ids, pa.array(a)),
-            "doc_a": pc.take(doc_texts, pa.array(a)),
-            "doc_b_id": pc.take(doc_ids, pa.array(b)),
-            "doc_b": pc.take(doc_texts, pa.array(b)),
+            "query_id": pc.binary_join_element_wise("q", pc.cast(pa.array(q0 + a // n), pa.string()), ""),
+            "doc_a_id": doc_ids(a),
+            "doc_b_id": doc_ids(b),
             "prob_a": pa.array(probs),
         }
     )
 
 
+def _text_table(key: str, text: str, prefix: str, words: str, lo: int, hi: int):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    number = pc.cast(pa.array(np.arange(lo, hi)), pa.string())
+    return pa.table({key: pc.binary_join_element_wise(prefix, number, ""),
+                     text: pc.binary_join_element_wise(words, number, "")})  # fmt: skip
+
+
 def write_preference_set(folder: Path, n_queries: int, args, chunk: int = 2_500) -> dict:
-    """The simulated flat preference set as parquet files, chunk after chunk (two chunks simulated at a time)."""
+    """The simulated preference set in the saved layout, chunk after chunk (two chunks simulated at a time): pair
+    rows with ids in ``data/``, each text once in ``queries/`` and ``documents/``."""
     from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.parquet as pq
 
-    folder.mkdir(parents=True, exist_ok=True)
+    for sub in ("data", "queries", "documents"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     starts = list(range(0, n_queries, chunk))
     with ThreadPoolExecutor(2) as pool:
         for k in range(0, len(starts), 2):
             tables = pool.map(lambda q0: simulated_pairs(q0, min(chunk, n_queries - q0), args), starts[k : k + 2])
             for j, table in enumerate(tables):
-                pq.write_table(table, folder / f"train-{k + j:05d}.parquet", row_group_size=1 << 18)
-    size = sum(f.stat().st_size for f in folder.glob("*.parquet"))
-    rows = n_queries * args.n_docs * (args.degree // 2)
-    return {"preference_rows": rows, "parquet_files": len(starts), "disk_mb": round(size / 2**20, 1)}
+                pq.write_table(table, folder / "data" / f"train-{k + j:05d}.parquet", row_group_size=1 << 18)
+    step = 1 << 22
+    for i, lo in enumerate(range(0, n_queries, step)):
+        table = _text_table("query_id", "query", "q", "query number ", lo, min(lo + step, n_queries))
+        pq.write_table(table, folder / "queries" / f"queries-{i:05d}.parquet")
+    corpus = corpus_size(args)
+    for i, lo in enumerate(range(0, corpus, step)):
+        table = _text_table("doc_id", "doc", "d", "the text of passage ", lo, min(lo + step, corpus))
+        pq.write_table(table, folder / "documents" / f"documents-{i:05d}.parquet")
+    mb = {sub: sum(f.stat().st_size for f in (folder / sub).glob("*.parquet")) / 2**20
+          for sub in ("data", "queries", "documents")}  # fmt: skip
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in (folder / "data").glob("*.parquet"))
+    return {"preference_rows": rows, "corpus_documents": corpus, "parquet_files": len(starts),
+            "disk_mb": round(sum(mb.values()), 1), "disk_mb_by_table": {k: round(v, 1) for k, v in mb.items()}}
 
 
 def scale(args) -> dict:
@@ -383,6 +417,7 @@ def scale(args) -> dict:
     from zelo_hf.grouping import group_preferences
     from zelo_hf.label_sets import save_label_set
     from zelo_hf.labeling import thurstone_map
+    from zelo_hf.preference_tables import PreferenceTables
 
     work = Path(args.work_dir)
     shutil.rmtree(work, ignore_errors=True)
@@ -390,8 +425,12 @@ def scale(args) -> dict:
     with AnonPeak() as anon:
         info, stages["simulate_and_write_s"], _ = timed(write_preference_set, work / "preferences", args.scale, args)
         t0 = time.perf_counter()
-        prefs = load_dataset("parquet", data_files=str(work / "preferences" / "*.parquet"), split="train",
-                             streaming=True)  # fmt: skip
+        folder = work / "preferences"
+        prefs = PreferenceTables(  # pair rows streamed from parquet; the text tables memory-mapped
+            load_dataset("parquet", data_files=str(folder / "data" / "*.parquet"), split="train", streaming=True),
+            *(load_dataset("parquet", data_files=str(folder / t / "*.parquet"), split="train")
+              for t in ("queries", "documents")),
+        )  # fmt: skip
         grouped = group_preferences(prefs, cache_file_name=str(work / "grouped.arrow"))
         stages["load_and_group_s"] = time.perf_counter() - t0
         load_fit = load_average()

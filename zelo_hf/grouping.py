@@ -369,6 +369,8 @@ def group_preferences(
     columns = list(required) + (["query_b_id"] if "query_b_id" in column_names else [])
     path = None if cache_file_name is None else str(cache_file_name)
     out = _GroupedOutput(path)
+    if tables is not None:  # built once, before the windows' threads ask them
+        tables.index("queries"), tables.index("documents")
 
     def stream(ds):
         return _group_stream(_arrow_batches(ds, columns, window_rows), drop_failed, window_rows, out, tables)

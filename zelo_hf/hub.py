@@ -116,11 +116,13 @@ def shard_count(ds, max_shard_size: int | str) -> int:
     return max(1, min(len(ds), int(np.ceil(nbytes / limit))))
 
 
-def write_shards(ds, folder: str | Path, split: str, max_shard_size: int | str = "500MB") -> list[Path]:
+def write_shards(ds, folder: str | Path, split: str, max_shard_size: int | str = "500MB",
+                 name_by_content: bool = True) -> list[Path]:
     """``ds`` as contiguous parquet shards ``<folder>/<split>-0000k-of-0000n-<sha256[:16]>.parquet`` of about
     ``max_shard_size`` each (the layout ``datasets.push_to_hub`` wrote, which the Hub loads as one split); the
     split's older shards are removed. The content hash in the name changes whenever the rows do, so a card that
-    names the files gives datasets' cache a new key (it keys on the card's data_files, not on the folder)."""
+    names the files gives datasets' cache a new key (it keys on the card's data_files, not on the folder);
+    ``name_by_content=False`` leaves it out (a folder whose card names no files, e.g. a label set)."""
     import hashlib
 
     folder = Path(folder)
@@ -131,8 +133,10 @@ def write_shards(ds, folder: str | Path, split: str, max_shard_size: int | str =
     for k in range(n_shards):
         path = folder / f"{split}-{k:05d}-of-{n_shards:05d}.parquet"
         ds.shard(n_shards, k, contiguous=True).to_parquet(str(path))
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        paths.append(path.rename(path.with_name(f"{path.stem}-{digest}.parquet")))
+        if name_by_content:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            path = path.rename(path.with_name(f"{path.stem}-{digest}.parquet"))
+        paths.append(path)
     return paths
 
 

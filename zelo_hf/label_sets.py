@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import hub  # hub.push_folder looked up at call time: the one upload call, patched by offline tests
 from .thurstone import DEFAULT_PRIOR_SD
 from .utils import producing_command
@@ -84,38 +82,15 @@ def save_label_set(
         repo_id=push_to_hub,
         **card_info,
     )
-    n_shards = _n_shards(label_ds, max_shard_size)
-    if n_shards == 1:
+    if hub.shard_count(label_ds, max_shard_size) == 1:
         folder = hub.save_dataset_folder(label_ds, output_dir, card)
-    else:
-        folder = _save_shards(label_ds, Path(output_dir), n_shards, card)
+    else:  # data/train-0000k-of-0000n.parquet + README.md, the layout the Hub loads as one split
+        folder = Path(output_dir)
+        hub.write_shards(label_ds, folder / "data", "train", max_shard_size, name_by_content=False)
+        card.save(str(folder / "README.md"))
     if push_to_hub:
         hub.push_folder(folder, push_to_hub, repo_type="dataset")
     return folder
-
-
-def _n_shards(ds, max_shard_size: int | str) -> int:
-    """Shards of at most ``max_shard_size`` (Arrow bytes, as ``datasets.push_to_hub`` counts them)."""
-    from datasets.utils.py_utils import convert_file_size_to_int
-
-    limit = convert_file_size_to_int(max_shard_size)
-    if limit <= 0:
-        raise ValueError(f"`max_shard_size` must be > 0 (got max_shard_size={max_shard_size!r}): e.g. '500MB'.")
-    table = ds.data
-    nbytes = table.nbytes * len(ds) / max(table.num_rows, 1)  # with an indices mapping, the selected share
-    return max(1, min(len(ds), int(np.ceil(nbytes / limit))))
-
-
-def _save_shards(ds, output_dir: Path, n_shards: int, card) -> Path:
-    """``data/train-0000k-of-0000n.parquet`` shards (contiguous) + README.md, the layout the Hub loads as one split."""
-    data = output_dir / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for old in data.glob("train-*.parquet"):
-        old.unlink()
-    for k in range(n_shards):
-        ds.shard(n_shards, k, contiguous=True).to_parquet(str(data / f"train-{k:05d}-of-{n_shards:05d}.parquet"))
-    card.save(str(output_dir / "README.md"))
-    return output_dir
 
 
 def _size_category(n: int) -> str:
