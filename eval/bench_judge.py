@@ -12,7 +12,8 @@ client's CPU time per pair (the server runs in its own process), which other pro
 largest run is repeated from the cache alone (every pair a cache hit, target < 5 s for 10,000 pairs). Last, the
 batch path (``judge_pairs(batch=True)``) judges ``--batch_pairs`` pairs through tests/openai_batch_server.py (the
 OpenAI files + batches protocol, instant batches, in this process): its wall time per 10,000 pairs is the overhead
-of building, uploading, polling, downloading, parsing and caching a batch.
+of building, uploading, polling, downloading, parsing and caching a batch; the same through
+tests/anthropic_batch_server.py (Anthropic Message Batches) as ``batch_anthropic``.
 
     python eval/bench_judge.py --pairs 600 --rounds 5 --cache_pairs 10000 --batch_pairs 10000 --concurrency 64 256
 
@@ -110,19 +111,31 @@ def pipeline(url: str, pairs, concurrency: int, cache_path: str):
     return time.perf_counter() - start, result.summary
 
 
-def batch_path(pairs, cache_path: str) -> dict:
-    """Wall time of judge_pairs(batch=True) against the local batch server (instant batches)."""
+def batch_path(pairs, cache_path: str, provider: str = "openai") -> dict:
+    """Wall time of judge_pairs(batch=True) against a local batch server (instant batches): the OpenAI files +
+    batches protocol (tests/openai_batch_server.py) or Anthropic Message Batches (tests/anthropic_batch_server.py)."""
     sys.path.insert(0, str(ROOT / "tests"))
+    from anthropic_batch_server import StubAnthropicBatchServer
     from openai_batch_server import StubBatchServer
 
     from zelo_hf.judging.litellm_judge import LiteLLMJudge
     from zelo_hf.judging.preferences import judge_pairs
 
-    with StubBatchServer(batch_delay=0.0, lifetime=900) as server:
-        judge = LiteLLMJudge("openai/stub", api_base=server.url, cost_per_token=(1e-7, 4e-7), timeout=300.0)
-        start, cpu = time.perf_counter(), time.process_time()
-        result = judge_pairs(pairs, judge, cache=cache_path, batch=True, batch_poll_interval=0.05, progress=False)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    server_type, model = {"openai": (StubBatchServer, "openai/stub"),
+                          "anthropic": (StubAnthropicBatchServer, "anthropic/claude-stub")}[provider]  # fmt: skip
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    os.environ["ANTHROPIC_API_KEY"] = "sk-ant-stub"  # the stub's key (the Anthropic path reads the environment)
+    try:
+        with server_type(batch_delay=0.0, lifetime=900) as server:
+            judge = LiteLLMJudge(model, api_base=server.url, cost_per_token=(1e-7, 4e-7), timeout=300.0)
+            start, cpu = time.perf_counter(), time.process_time()
+            result = judge_pairs(pairs, judge, cache=cache_path, batch=True, batch_poll_interval=0.05, progress=False)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        if key is None:
+            os.environ.pop("ANTHROPIC_API_KEY")
+        else:
+            os.environ["ANTHROPIC_API_KEY"] = key
     assert result.summary["judged"] == len(pairs), result.summary
     return {"pairs": len(pairs), "batches": server.calls["create"], "seconds": round(seconds, 2),
             "seconds_per_10k_pairs": round(1e4 * seconds / len(pairs), 2),
@@ -273,6 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
         }
         if args.batch_pairs:
             out["batch"] = batch_path(make_pairs(args.batch_pairs, "batch"), f"{tmp}/batch.sqlite")
+            out["batch_anthropic"] = batch_path(make_pairs(args.batch_pairs, "anthropic batch"),
+                                                f"{tmp}/batch_anthropic.sqlite", provider="anthropic")
     finally:
         server.kill()
         server.wait()

@@ -97,7 +97,9 @@ def _hash_strings(values) -> np.ndarray:
         lengths = np.diff(o)
         chunk = data[o[0] : o[-1]].astype(np.uint64) + np.uint64(1)
         position = np.arange(len(chunk)) - np.repeat(o[:-1] - o[0], lengths)
-        powers = np.cumprod(np.full(int(lengths.max(initial=0)) + 1, _HASH_BASE, dtype=np.uint64)) // _HASH_BASE
+        steps = np.full(int(lengths.max(initial=0)) + 1, _HASH_BASE, dtype=np.uint64)
+        steps[0] = 1
+        powers = np.cumprod(steps, dtype=np.uint64)  # B^j mod 2^64 (uint64 products wrap)
         total = np.concatenate([np.zeros(1, np.uint64), np.cumsum(chunk * powers[position], dtype=np.uint64)])
         h = total[o[1:] - o[0]] - total[o[:-1] - o[0]]
         out[lo : lo + len(lengths)] = h * _HASH_BASE + lengths.astype(np.uint64)
