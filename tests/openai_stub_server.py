@@ -300,3 +300,37 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+_KILLED_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from {module} import FAST, POLL, _pairs
+from zelo_hf.judging.litellm_judge import LiteLLMJudge
+from zelo_hf.judging.preferences import judge_pairs
+judge = LiteLLMJudge({model!r}, api_base=sys.argv[1], **FAST)
+judge_pairs(_pairs(["ok"] * 12), judge, cache=sys.argv[2], **POLL)
+"""
+
+
+def kill_while_polling(server, test_module: str, model: str, cache) -> None:
+    """Run ``zelo judge --batch``'s core on 12 pairs in a child process through ``server`` (a batch stub with a
+    ``batch_delay``) and SIGKILL it once it polls, i.e. after the batch id was committed to ``cache``. The test module
+    provides ``FAST``, ``POLL`` and ``_pairs``; the caller then restarts the same judging in-process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": str(tests.parent)}
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD.format(module=test_module, model=model), server.url,
+                              str(cache), str(tests)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while server.calls["retrieve"] < 2 and time.time() < deadline and child.poll() is None:
+        time.sleep(0.01)  # polling has begun: the batch id was committed before the first poll
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL and server.calls["create"] == 1

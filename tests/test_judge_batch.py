@@ -8,12 +8,7 @@ requests resubmitted), and a batch that expires: every pair ends judged or faile
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +21,7 @@ from zelo_hf.judging.votes import Comparison
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_batch_server import StubBatchServer  # noqa: E402
-from openai_stub_server import ok  # noqa: E402
+from openai_stub_server import kill_while_polling, ok  # noqa: E402
 
 FAST = {"retry_wait": (0.01, 0.05), "max_retries": 2, "timeout": 5.0, "cost_per_token": (1e-6, 4e-6)}
 POLL = {"batch": True, "batch_poll_interval": 0.05, "batch_timeout": 30.0, "progress": False}
@@ -97,31 +92,10 @@ def test_batch_needs_a_cache_and_a_provider_with_a_batch_api():
                     progress=False)
 
 
-_CHILD = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, sys.argv[3])
-    from test_judge_batch import FAST, POLL, _pairs
-    from zelo_hf.judging.litellm_judge import LiteLLMJudge
-    from zelo_hf.judging.preferences import judge_pairs
-    judge = LiteLLMJudge("openai/stub", api_base=sys.argv[1], **FAST)
-    judge_pairs(_pairs(["ok"] * 12), judge, cache=sys.argv[2], **POLL)
-    """
-)
-
-
 def test_a_process_killed_while_polling_resumes_without_resubmitting(tmp_path):
     cache = tmp_path / "c.sqlite"
     with StubBatchServer(_behaviour, batch_delay=4.0) as server:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, server.url, str(cache), str(Path(__file__).parent)],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while server.calls["retrieve"] < 2 and time.time() < deadline and child.poll() is None:
-            time.sleep(0.01)  # polling has begun: the batch id was committed before the first poll
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=10)
-        assert child.returncode == -signal.SIGKILL and server.calls["create"] == 1
+        kill_while_polling(server, "test_judge_batch", "openai/stub", cache)
         (batch_id,) = server.batches
         assert server.batches[batch_id]["status"] == "in_progress"  # killed before the results existed
         judge = LiteLLMJudge("openai/stub", api_base=server.url, **FAST)

@@ -8,11 +8,7 @@ every pair ends judged or failed with the reason, never a tie.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -27,7 +23,7 @@ from zelo_hf.judging.votes import Comparison
 
 sys.path.insert(0, str(Path(__file__).parent))
 from anthropic_batch_server import StubAnthropicBatchServer  # noqa: E402
-from openai_stub_server import ok  # noqa: E402
+from openai_stub_server import kill_while_polling, ok  # noqa: E402
 
 MODEL = "anthropic/claude-stub"
 KEY = "sk-ant-stub"
@@ -147,31 +143,10 @@ def test_anthropic_batches_refuse_logprobs_and_other_providers_still_cannot_batc
     assert custom_id("a" * 64) == "a" * 64 and len(custom_id("a key: too odd")) == 64  # mapped, deterministically
 
 
-_CHILD = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, sys.argv[3])
-    from test_judge_batch_anthropic import FAST, MODEL, POLL, _pairs
-    from zelo_hf.judging.litellm_judge import LiteLLMJudge
-    from zelo_hf.judging.preferences import judge_pairs
-    judge = LiteLLMJudge(MODEL, api_base=sys.argv[1], **FAST)
-    judge_pairs(_pairs(["ok"] * 12), judge, cache=sys.argv[2], **POLL)
-    """
-)
-
-
 def test_a_process_killed_while_polling_resumes_without_resubmitting(tmp_path):
     cache = tmp_path / "c.sqlite"
     with StubAnthropicBatchServer(_behaviour, batch_delay=4.0) as server:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, server.url, str(cache), str(Path(__file__).parent)],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while server.calls["retrieve"] < 2 and time.time() < deadline and child.poll() is None:
-            time.sleep(0.01)  # polling has begun: the batch id was committed before the first poll
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=10)
-        assert child.returncode == -signal.SIGKILL and server.calls["create"] == 1
+        kill_while_polling(server, "test_judge_batch_anthropic", MODEL, cache)
         (batch_id,) = server.batches
         assert server.batches[batch_id]["processing_status"] == "in_progress"  # killed before the results existed
         judge = LiteLLMJudge(MODEL, api_base=server.url, **FAST)
