@@ -19,36 +19,19 @@ from zelo_hf.judging.batch_anthropic import batch_request, custom_id
 from zelo_hf.judging.cache import JudgmentCache, cache_key
 from zelo_hf.judging.litellm_judge import LiteLLMJudge
 from zelo_hf.judging.preferences import judge_pairs
-from zelo_hf.judging.votes import Comparison
 
 sys.path.insert(0, str(Path(__file__).parent))
 from anthropic_batch_server import StubAnthropicBatchServer  # noqa: E402
-from openai_stub_server import kill_while_polling, ok  # noqa: E402
+from openai_stub_server import kill_while_polling  # noqa: E402
+from test_judge_batch import FAST, POLL, _behaviour, _pairs  # noqa: E402  (the same pairs and answers as OpenAI's)
 
 MODEL = "anthropic/claude-stub"
 KEY = "sk-ant-stub"
-FAST = {"retry_wait": (0.01, 0.05), "max_retries": 2, "timeout": 5.0, "cost_per_token": (1e-6, 4e-6)}
-POLL = {"batch": True, "batch_poll_interval": 0.05, "batch_timeout": 30.0, "progress": False}
-
-
 @pytest.fixture(autouse=True)
 def _anthropic_env(monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     for name in ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-
-
-def _pairs(markers: list[str]) -> list[Comparison]:
-    return [Comparison("batch?", f"doc {i} [{m}]", f"plain doc {i}", None, "q", f"d{i}", f"p{i}")
-            for i, m in enumerate(markers)]
-
-
-def _behaviour(prompt: str, n: int):
-    if "[err500]" in prompt:
-        return {"status": 500}
-    if "[refuse]" in prompt:
-        return ok("I cannot compare these.")
-    return ok("SCORE: 0.6")
 
 
 def test_a_batch_that_partly_fails_records_each_failure_with_its_reason(tmp_path):
