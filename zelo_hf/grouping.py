@@ -11,19 +11,19 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .preference_tables import PreferenceTables
+from .preference_tables import PreferenceTables, arrow_codes, arrow_concat
 from .schema import PREFERENCE_COLUMNS, PREFERENCE_ID_COLUMNS, require_columns
 from .thurstone import available_cores
 
 __all__ = ["group_preferences"]
 
 
-# A flat preference set can be larger than memory (112k queries x 400 pairs, #12): it is read in Arrow batches and grouped one bounded window of whole queries at a time, with
-# vectorised Arrow/NumPy passes (dictionary encodings, a stable sort, offsets) instead of one pandas frame.
+# A flat preference set can be larger than memory (112k queries x 400 pairs, #12): it is read in Arrow batches and
+# grouped one bounded window of whole queries at a time, with vectorised Arrow/NumPy passes (dictionary encodings,
+# a stable sort, offsets) instead of one pandas frame.
 GROUP_WINDOW_ROWS = 1 << 20  # pairs held at once (a single query with more pairs is held whole)
 
 
@@ -34,14 +34,6 @@ class _NotGrouped(Exception):
 def _array(column):
     """One contiguous Arrow array from an array or a (chunked) table column."""
     return column.combine_chunks() if hasattr(column, "combine_chunks") else column
-
-
-def _codes(column) -> tuple[np.ndarray, Any]:
-    """Integer codes in order of first appearance (nulls: -1) and the distinct values (one hash pass, Arrow)."""
-    import pyarrow.compute as pc
-
-    encoded = pc.dictionary_encode(_array(column))
-    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
 def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -71,13 +63,6 @@ def _text_conflict(text: np.ndarray, groups: np.ndarray, first: np.ndarray, inpu
         )
 
 
-def _concat(*columns):
-    """One contiguous array of the columns' values one after the other (a single copy of chunked columns)."""
-    import pyarrow as pa
-
-    return pa.concat_arrays([chunk for column in columns for chunk in getattr(column, "chunks", [column])])
-
-
 def _group_window(t, tables: PreferenceTables | None = None):
     """Group a window of whole queries (rows in any order) into one row per query: queries and documents in order of
     first appearance, pairs in row order. Texts come from the rows, or (pair rows with ids only) from ``tables``'
@@ -85,7 +70,7 @@ def _group_window(t, tables: PreferenceTables | None = None):
     table."""
     import pyarrow as pa
 
-    qcode, qdict = _codes(t["query_id"])
+    qcode, qdict = arrow_codes(t["query_id"])
     order = None
     if np.any(qcode[1:] < qcode[:-1]):  # queries interleave within the window: gather each query's rows
         order = np.argsort(qcode, kind="stable")
@@ -96,8 +81,9 @@ def _group_window(t, tables: PreferenceTables | None = None):
     ids, uid, first_slot = _documents(t, qcode)
     if tables is None:  # texts inline: each id must carry one text (the tables are unique by construction)
         query_text = lambda rows: t["query"].take(pa.array(rows)).to_pylist()  # noqa: E731
-        _text_conflict(_codes(t["query"])[0], qcode, row_start, input_row, "query_id", name, query_text)
-        _check_document_texts(t, qcode, uid, first_slot, input_row, qdict, ids)
+        _text_conflict(arrow_codes(t["query"])[0], qcode, row_start, input_row, "query_id", name, query_text)
+        texts = arrow_concat(t["doc_a"], t["doc_b"])  # the a-then-b texts, slot for slot with `ids`
+        _check_document_texts(texts, qcode, uid, first_slot, input_row, qdict, ids)
     ids_of = lambda rows: (t["doc_a_id"][int(rows)].as_py(), t["doc_b_id"][int(rows)].as_py())  # noqa: E731
     source = pa.array((first_slot % 2) * n + first_slot // 2)  # each (query, doc)'s first occurrence
     slot_query = np.repeat(qcode, 2)
@@ -108,7 +94,7 @@ def _group_window(t, tables: PreferenceTables | None = None):
     doc_offsets = pa.array(doc_offsets.astype(np.int32))
     query_ids, doc_ids = t["query_id"].take(pa.array(row_start)), ids.take(source)
     if tables is None:
-        queries, docs = t["query"].take(pa.array(row_start)), _concat(t["doc_a"], t["doc_b"]).take(source)
+        queries, docs = t["query"].take(pa.array(row_start)), texts.take(source)
     else:
         queries, docs = tables.texts("query_id", query_ids), tables.texts("doc_a_id", doc_ids)
     return pa.table(
@@ -161,20 +147,19 @@ def _documents(t, qcode: np.ndarray):
     import pyarrow as pa
 
     n = len(qcode)
-    ids = _concat(t["doc_a_id"], t["doc_b_id"])
-    id_code = _codes(ids)[0]
+    ids = arrow_concat(t["doc_a_id"], t["doc_b_id"])
+    id_code = arrow_codes(ids)[0]
     slot_query = np.repeat(qcode, 2)
-    uid, _ = _codes(pa.array(slot_query * (int(id_code.max()) + 1) + _interleave(id_code[:n], id_code[n:])))
+    uid, _ = arrow_codes(pa.array(slot_query * (int(id_code.max()) + 1) + _interleave(id_code[:n], id_code[n:])))
     return ids, uid, _first_index(uid)
 
 
-def _check_document_texts(t, qcode: np.ndarray, uid: np.ndarray, first_slot: np.ndarray, input_row, qdict, ids):
-    """Raise when one (query, doc) carries two texts (inline texts only)."""
+def _check_document_texts(texts, qcode: np.ndarray, uid: np.ndarray, first_slot: np.ndarray, input_row, qdict, ids):
+    """Raise when one (query, doc) carries two texts (inline texts only; ``texts`` a-then-b, like ``ids``)."""
     import pyarrow as pa
 
     n = len(qcode)
-    texts = _concat(t["doc_a"], t["doc_b"])
-    text_code = _codes(texts)[0]
+    text_code = arrow_codes(texts)[0]
     slot_query = np.repeat(qcode, 2)
     concat_index = lambda slots: (slots % 2) * n + slots // 2  # noqa: E731
     _text_conflict(
@@ -235,7 +220,7 @@ def _check_prob_type(column, offset: int) -> None:
 def _split_window(window):
     """Split a window into the queries that are complete (first seen before the last row's query) and the rest,
     which may continue in the next batch."""
-    qcode, _ = _codes(window["query_id"])
+    qcode, _ = arrow_codes(window["query_id"])
     last = qcode[-1]  # codes are in order of first appearance: code >= last means first seen at or after it
     if np.all(qcode[1:] >= qcode[:-1]):
         cut = int(np.searchsorted(qcode, last))
@@ -309,7 +294,7 @@ def _group_stream(batches, drop_failed: bool, window_rows: int, out: _GroupedOut
                 ready, pending = _split_window(pending)
                 if ready.num_rows:
                     running.append(pool.submit(_group_window, ready, tables))
-                elif pending.num_rows > 2 * window_rows and len(_codes(pending["query_id"])[1]) > 1:
+                elif pending.num_rows > 2 * window_rows and len(arrow_codes(pending["query_id"])[1]) > 1:
                     raise _NotGrouped  # queries interleave over more than a window
             while len(running) > workers or (running and running[0].done()):
                 out.add(running.popleft().result())
@@ -325,7 +310,7 @@ def _first_appearance_order(pref_ds, batch_size: int) -> np.ndarray:
     query ids are read, so the memory is one integer per pair."""
     ranks, known = [], {}
     for t in _arrow_batches(pref_ds, ["query_id"], batch_size):
-        code, values = _codes(t["query_id"].combine_chunks())
+        code, values = arrow_codes(t["query_id"].combine_chunks())
         lookup = np.array([known.setdefault(v, len(known)) for v in values.to_pylist()] + [-1], dtype=np.int64)
         ranks.append(lookup[code])  # code -1 (a null id) maps to -1; the grouping pass then names the row
     return np.argsort(np.concatenate(ranks), kind="stable") if ranks else np.zeros(0, np.int64)

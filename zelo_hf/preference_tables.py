@@ -146,18 +146,20 @@ class KeyIndex:
 
 
 # ---------------------------------------------------------------------------------------------------- splitting
-def _codes(values) -> np.ndarray:
-    """Integer codes in order of first appearance (nulls: -1), one Arrow hash pass."""
+def arrow_codes(column) -> tuple[np.ndarray, Any]:
+    """Integer codes in order of first appearance (nulls: -1) and the distinct values (one hash pass, Arrow)."""
     import pyarrow.compute as pc
 
-    encoded = pc.dictionary_encode(values)
-    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    encoded = pc.dictionary_encode(column)
+    return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
 
-def _concat(columns):
+def arrow_concat(*columns):
+    """One contiguous array of the columns' values one after the other (a single copy of chunked columns)."""
     import pyarrow as pa
 
-    return pa.concat_arrays([chunk for column in columns for chunk in column.chunks])
+    return pa.concat_arrays([chunk for column in columns for chunk in getattr(column, "chunks", [column])])
 
 
 def _distinct(ids, texts, table: str):
@@ -171,7 +173,7 @@ def _distinct(ids, texts, table: str):
     if pc.any(pc.and_(pc.invert(valid), pc.is_valid(texts))).as_py():
         return f"a {text} text has no {key} (null)"
     ids, texts = ids.filter(valid), texts.filter(valid)
-    id_code, text_code = _codes(ids), _codes(texts)
+    id_code, text_code = arrow_codes(ids)[0], arrow_codes(texts)[0]
     _, first = np.unique(id_code, return_index=True)  # codes 0..k-1 in order of first appearance
     bad = np.flatnonzero(text_code != text_code[first[id_code]])
     if len(bad):
@@ -188,7 +190,8 @@ def _text_tables(table) -> dict[str, Any]:
     for name in TEXT_TABLES:
         id_columns = [c for c, (text, t) in TEXT_OF_ID.items() if t == name and c in table.column_names]
         texts = [TEXT_OF_ID[c][0] for c in id_columns]
-        distinct = _distinct(_concat(table[c] for c in id_columns), _concat(table[c] for c in texts), name)
+        ids = arrow_concat(*(table[c] for c in id_columns))
+        distinct = _distinct(ids, arrow_concat(*(table[c] for c in texts)), name)
         if isinstance(distinct, str):
             return distinct
         out[name] = distinct
@@ -374,7 +377,7 @@ def _union(parts, name: str):
 
     key, text = TEXT_TABLES[name]
     arrow = [p.table(name).with_format("arrow")[:] for p in parts]
-    merged = _distinct(_concat(t[key] for t in arrow), _concat(t[text] for t in arrow), name)
+    merged = _distinct(arrow_concat(*(t[key] for t in arrow)), arrow_concat(*(t[text] for t in arrow)), name)
     if isinstance(merged, str):
         raise ValueError(f"the preference sets disagree on a text: {merged} across their `{name}` tables: ids must "
                          "name one text in every set; fix the ids or judge the sets apart.")
