@@ -10,8 +10,8 @@ ZELO.md), n documents per query on a degree-k cycle graph, it measures:
 
 Issue #12 adds the user's paths:
 - ``--through_map``: ``grouped.map(zelo_hf.thurstone_map, batched=True)`` with its defaults (standard errors on),
-  timed against the per-query dense MM fit of the same run, once as shipped (BLAS pinned to one thread inside the
-  fit) and once with the pin switched off (OpenBLAS at its default threads), to show what the pin buys;
+  timed against the per-query dense MM fit of the same run, and on a subset once more with one fit thread (the
+  compiled kernel releases the GIL: the ratio is the fit's thread scaling);
 - ``--scale N``: N simulated queries written to disk as a preference set in the saved layout (one row per pair with
   ids, each text once in ``queries`` / ``documents`` tables; a corpus of N * n_docs / 10 documents, each a candidate
   of ~10 queries), then loaded (pairs ``streaming=True``), grouped, fitted through the map and written as a sharded
@@ -31,7 +31,6 @@ Issue #12 adds the user's paths:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -255,24 +254,6 @@ def grouped_dataset(sim):
     )
 
 
-def blas_threads() -> list[int]:
-    from threadpoolctl import threadpool_info
-
-    return sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
-
-
-@contextlib.contextmanager
-def unpinned():
-    """The fit without its BLAS pin (OpenBLAS at its default threads: the behaviour before #12)."""
-    import zelo_hf.thurstone as thurstone
-
-    pinned, thurstone._pinned_blas = thurstone._pinned_blas, contextlib.nullcontext
-    try:
-        yield
-    finally:
-        thurstone._pinned_blas = pinned
-
-
 def map_exactness(labels, k: int) -> float:
     """Largest |elo - independent scipy optimum| over the first k rows the map wrote."""
     worst = 0.0
@@ -307,17 +288,15 @@ def through_map(args) -> dict:
         "speedup_vs_mm": round(mm * len(grouped) / seconds, 1),
         "max_abs_diff_vs_scipy": map_exactness(labels, args.exact_queries),
         "se_finite_pct": 100.0 * float(np.mean(np.isfinite(np.concatenate(labels["elo_se"])))),
-        "openblas_default_threads": blas_threads(),
     }
-    if args.unpinned_queries:
-        small = grouped.select(range(min(args.unpinned_queries, len(grouped))))
-        _, pinned_s, _ = timed(small.map, thurstone_map, batched=True)
-        with unpinned():
-            _, unpinned_s, _ = timed(small.map, thurstone_map, batched=True)
+    if args.single_thread_queries:  # the fit's thread scaling (its kernel releases the GIL)
+        small = grouped.select(range(min(args.single_thread_queries, len(grouped))))
+        _, default_s, _ = timed(small.map, thurstone_map, batched=True)
+        _, single_s, _ = timed(small.map, thurstone_map, batched=True, fn_kwargs={"num_threads": 1})
         out |= {
-            "unpinned_queries": len(small),
-            "queries_per_s_map_pinned_same_queries": round(len(small) / pinned_s, 1),
-            "queries_per_s_map_unpinned_openblas_default": round(len(small) / unpinned_s, 1),
+            "thread_scaling_queries": len(small),
+            "queries_per_s_map_default_threads_same_queries": round(len(small) / default_s, 1),
+            "queries_per_s_map_1_thread": round(len(small) / single_s, 1),
         }
     return out | {
         "load_avg_before": load_before,
@@ -527,7 +506,7 @@ def main() -> None:
     parser.add_argument("--chunk_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--through_map", action="store_true", help="time ds.map(thurstone_map) with its defaults")
-    parser.add_argument("--unpinned_queries", type=int, default=2000, help="queries for the unpinned comparison")
+    parser.add_argument("--single_thread_queries", type=int, default=5000, help="queries for the 1-thread comparison")
     parser.add_argument("--scale", type=int, default=0, help="N queries end to end from parquet on disk")
     parser.add_argument("--work_dir", default="/tmp/zelo-bench-scale", help="folder for --scale (removed after)")
     parser.add_argument("--keep", action="store_true", help="keep --scale's files")

@@ -200,45 +200,17 @@ def test_stacked_inverse_diagonals_are_exact(n):
     np.testing.assert_allclose(_inverse_diagonals(hess), expected, rtol=1e-10, atol=0)
 
 
-def test_standard_errors_are_batched_not_one_call_per_query(monkeypatch):
-    import zelo_hf.thurstone as thurstone
+def test_far_tail_terms_match_scipy_log_ndtr():
+    """Beyond |d| = 25 erfc underflows and the kernel switches to the asymptotic series of log Phi: it must agree
+    with scipy's log_ndtr there (and on both sides of the switch)."""
+    from scipy.special import log_ndtr
 
-    calls = []
-    leaf = thurstone._leaf_inverse
-    monkeypatch.setattr(thurstone, "_leaf_inverse", lambda h: calls.append(len(h)) or leaf(h))
-    sim = simulate_queries(500, 100, 8, seed=4)
-    fit_scores_flat(sim.edges, sim.probs, sim.sizes, chunk_size=500, num_threads=1)
-    # n = 100 splits into four 25 x 25 leaves; each call inverts a whole block of queries
-    assert len(calls) <= 4 * int(np.ceil(500 / 26)) and sum(calls) == 4 * 500
-
-
-def _blas_threads() -> set[int]:
-    from threadpoolctl import threadpool_info
-
-    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
-
-
-def test_blas_threads_are_pinned_inside_the_fit_and_restored(monkeypatch):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    import zelo_hf.thurstone as thurstone
-
-    seen = []
-    inverse = thurstone._inverse_diagonals
-    monkeypatch.setattr(thurstone, "_inverse_diagonals", lambda h: seen.append(_blas_threads()) or inverse(h))
-    sim = simulate_queries(40, 50, 8, seed=5)
-    with threadpool_limits(limits=2, user_api="blas"):  # what an unpinned BLAS uses on a 2-core machine
-        fit_scores_flat(sim.edges, sim.probs, sim.sizes, chunk_size=10, num_threads=2)  # 4 chunks in 2 threads
-        assert _blas_threads() == {2}
-    assert len(seen) == 4 and all(threads == {1} for threads in seen)
-    before = _blas_threads()
-    with ThreadPoolExecutor(3) as pool:  # fits called from several threads at once leave no limit behind
-        list(pool.map(lambda _: fit_scores_flat(sim.edges, sim.probs, sim.sizes, num_threads=2), range(6)))
-    assert _blas_threads() == before
-    with threadpool_limits(limits=3, user_api="blas"):  # ... and no thread keeps control of OpenBLAS
-        assert _blas_threads() == {3}
+    for d in (24.9, 25.1, 30.0, 80.0, 400.0):
+        for p in (0.0, 0.3, 1.0):
+            scores = np.array([d, 0.0])
+            expected = p * log_ndtr(np.sqrt(2) * d) + (1 - p) * log_ndtr(-np.sqrt(2) * d) - d**2 / (2 * 16.0)
+            got = objective(scores, np.array([[0, 1]]), np.array([p]))
+            assert got == pytest.approx(expected, rel=1e-13), (d, p)
 
 
 def test_default_threads_compose_with_worker_processes():
