@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "fit_scores_batched": "thurstone",
     "FitResult": "thurstone",
     "fit_scores_flat": "thurstone",
+    "fit_scores_grouped": "thurstone",
     "BatchFitResult": "thurstone",
     "objective": "thurstone",
     "thurstone_map": "labeling",

@@ -1,11 +1,13 @@
 """Compiled per-query kernel of the Thurstone / Bradley-Terry fit (numba, issue #12).
 
-One call fits a block of whole queries, query after query, with the GIL released, so the fit's threads run side
-by side (the NumPy solver before it held the GIL between its many small calls: 1.1x on two threads). Per query,
-everything stays in cache: Newton steps solved by Jacobi-preconditioned conjugate gradients on the sparse Hessian,
-a backtracking line search, and at the optimum the exact standard errors ``sqrt(diag(H^-1))`` from a dense Cholesky
-factor ``H = L L^T`` and ``L^-1`` (``diag(H^-1)_j`` is the squared norm of column j of ``L^-1``). The objective and the
-public API are in :mod:`zelo_hf.thurstone`.
+One call fits a range of whole queries, query after query, with the GIL released, so the fit's threads run side
+by side on shared arrays (the NumPy solver before it held the GIL between its many small calls: 1.1x on two
+threads). Pairs come grouped by query with indices local to their query (the grouped preference set's layout), and
+the kernel checks each pair itself (indices, self-pairs, probabilities) before it fits the query: a bad query is
+reported, never fitted. Per query, everything stays in cache: a least-squares warm start, Newton steps solved by
+Jacobi-preconditioned conjugate gradients on the sparse Hessian, a backtracking line search, and at the optimum the
+exact standard errors ``sqrt(diag(H^-1))`` from a dense Cholesky factor ``H = L L^T`` and ``L^-1`` (``diag(H^-1)_j``
+is the squared norm of column j of ``L^-1``). The objective and the public API are in :mod:`zelo_hf.thurstone`.
 
 Functions are compiled on first use and cached on disk (numba ``cache=True``), so a later process loads them.
 """
@@ -27,6 +29,17 @@ _TAIL = 25.0  # |d| beyond which erfc underflows towards 1e-300: the asymptotic 
 _ETA0, _ETA1, _FLOOR = 0.003, 0.3, 0.3
 
 _JIT = dict(cache=True, nogil=True)
+# Sums over documents may be reassociated (vectorised): CG's reductions were ~1/3 of its time as serial add chains.
+# Only the order of additions changes; the per-pair terms are compiled without fast-math.
+_JIT_SUMS = dict(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+# Warm start: F^-1(p) of the label clipped to [0.03, 0.97], where Acklam's central rational approximation of the
+# normal quantile holds (relative error < 1.2e-9, plenty for a starting point; scipy's ndtri cannot be called from
+# compiled code, and a NumPy pass over every pair before the kernel cost ~9 us per query).
+_P_CLIP = 0.03
+_ACKLAM_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+             -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+_ACKLAM_B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+             -1.328068155288572e01)  # fmt: skip
 
 
 @njit(**_JIT)
@@ -80,6 +93,30 @@ def edge_terms(d: float, p: float, thurstone: bool):
 
 
 @njit(**_JIT)
+def _warm_target(p: float, thurstone: bool) -> float:
+    """The difference d at which F(d) equals the clipped label: F^-1(p) = ndtri(p) / sqrt2 (Thurstone) or logit(p)."""
+    p = min(max(p, _P_CLIP), 1.0 - _P_CLIP)
+    if not thurstone:
+        return math.log(p / (1.0 - p))
+    q = p - 0.5
+    r = q * q
+    a, b = _ACKLAM_A, _ACKLAM_B
+    num = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+    den = ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0
+    return num / den / _SQRT2
+
+
+@njit(**_JIT)
+def _first_bad_pair(a, b, p, n) -> int:
+    """Index of the query's first pair that cannot be fitted (an index outside 0..n-1, a self-pair, or a label that
+    is not a number in [0, 1]), -1 if none. The kernel never reads past a query's documents."""
+    for e in range(len(a)):
+        if not (0 <= a[e] < n and 0 <= b[e] < n and a[e] != b[e] and 0.0 <= p[e] <= 1.0):
+            return e
+    return -1
+
+
+@njit(**_JIT)
 def edge_log_likelihoods(d: np.ndarray, p: np.ndarray, thurstone: bool) -> np.ndarray:
     out = np.empty(len(d))
     for e in range(len(d)):
@@ -90,10 +127,8 @@ def edge_log_likelihoods(d: np.ndarray, p: np.ndarray, thurstone: bool) -> np.nd
 @njit(**_JIT)
 def _evaluate(s, a, b, p, c, thurstone, prec, w, g):
     """Curvature weights into w, the gradient into g; returns the objective and its data term."""
-    penalty = 0.0
     for i in range(len(s)):
         g[i] = -prec * s[i]
-        penalty += s[i] * s[i]
     ll = 0.0
     for e in range(len(a)):
         de, we, le = edge_terms(s[a[e]] - s[b[e]] + c[e], p[e], thurstone)
@@ -101,23 +136,24 @@ def _evaluate(s, a, b, p, c, thurstone, prec, w, g):
         ll += le
         g[a[e]] += de
         g[b[e]] -= de
-    return ll - 0.5 * prec * penalty, ll
+    return ll - 0.5 * prec * _dot(s, s), ll
 
 
-@njit(**_JIT)
-def _pcg(a, b, w, prec, rhs, target, max_cg, x, r, z, d, hd, diag):
+@njit(**_JIT_SUMS)
+def _pcg(a, b, w, prec, rhs, target, max_cg, x, r, z, d, hd, dinv):
     """Solve H x = rhs (H = B^T diag(w) B + prec I) by Jacobi-preconditioned CG to |r| <= target."""
     n = len(rhs)
     for i in range(n):
-        diag[i] = prec
+        dinv[i] = prec
     for e in range(len(a)):
-        diag[a[e]] += w[e]
-        diag[b[e]] += w[e]
+        dinv[a[e]] += w[e]
+        dinv[b[e]] += w[e]
     rr, rz = 0.0, 0.0
     for i in range(n):
+        dinv[i] = 1.0 / dinv[i]
         x[i] = 0.0
         r[i] = rhs[i]
-        z[i] = r[i] / diag[i]
+        z[i] = r[i] * dinv[i]
         d[i] = z[i]
         rr += r[i] * r[i]
         rz += r[i] * z[i]
@@ -126,31 +162,51 @@ def _pcg(a, b, w, prec, rhs, target, max_cg, x, r, z, d, hd, diag):
         return
     for _ in range(max_cg):
         for i in range(n):
-            hd[i] = diag[i] * d[i]
+            hd[i] = prec * d[i]
         for e in range(len(a)):
-            hd[a[e]] -= w[e] * d[b[e]]
-            hd[b[e]] -= w[e] * d[a[e]]
-        dhd = 0.0
-        for i in range(n):
-            dhd += d[i] * hd[i]
+            t = w[e] * (d[a[e]] - d[b[e]])
+            hd[a[e]] += t
+            hd[b[e]] -= t
+        dhd = _dot(d, hd)
         if dhd <= 0:
             return
         alpha = rz / dhd
-        rr = 0.0
+        rr, rz_new = 0.0, 0.0
         for i in range(n):
             x[i] += alpha * d[i]
             r[i] -= alpha * hd[i]
+            z[i] = r[i] * dinv[i]
             rr += r[i] * r[i]
+            rz_new += r[i] * z[i]
         if rr <= target2:
             return
-        rz_new = 0.0
-        for i in range(n):
-            z[i] = r[i] / diag[i]
-            rz_new += r[i] * z[i]
         beta = rz_new / rz if rz > 0 else 0.0
         for i in range(n):
             d[i] = z[i] + beta * d[i]
         rz = rz_new
+
+
+@njit(**_JIT_SUMS)
+def _dot(x, y) -> float:
+    total = 0.0
+    for i in range(len(x)):
+        total += x[i] * y[i]
+    return total
+
+
+@njit(**_JIT_SUMS)
+def _max_abs(x) -> float:
+    top = 0.0
+    for i in range(len(x)):
+        top = max(top, abs(x[i]))
+    return top
+
+
+@njit(**_JIT_SUMS)
+def _axpy_into(out, x, t, y) -> None:
+    """out = x + t * y."""
+    for i in range(len(out)):
+        out[i] = x[i] + t * y[i]
 
 
 @njit(**_JIT)
@@ -262,64 +318,71 @@ def _standard_errors(a, b, w, prec, h, x, out) -> None:
 
 @njit(**_JIT)
 def fit_block(
-    a, b, p, c, warm, doc_starts, edge_starts, thurstone, prec, tol, max_iter, max_cg, compute_se,
-    scores, se, iterations, grad_norm, log_likelihood, connected,
+    a, b, p, c, doc_starts, edge_starts, q0, q1, thurstone, prec, tol, max_iter, max_cg, compute_se,
+    scores, se, iterations, grad_norm, log_likelihood, connected, bad_pair,
 ):  # fmt: skip
-    """Fit every query of a block. ``a`` / ``b``: pair indices local to the block, grouped by query
-    (``edge_starts``); ``c``: the known offset of each pair (zeros for none); ``warm``: the warm start's target
-    difference of each pair, F^-1(clipped p). Results go into the output arrays (per document / per query)."""
-    n_max = int(np.max(doc_starts[1:] - doc_starts[:-1]))
-    m_max = int(np.max(edge_starts[1:] - edge_starts[:-1])) if len(a) else 0
+    """Fit queries ``q0 .. q1 - 1``. Query q owns documents ``doc_starts[q] ..`` and pairs ``edge_starts[q] ..``;
+    ``a`` / ``b``: pair indices local to their query; ``c``: the known offset of each pair (empty for none). Results
+    go into the output arrays (per document / per query); ``bad_pair[q]`` is the local index of the query's first
+    pair that cannot be fitted (that query is left unfitted), else -1."""
+    sizes = doc_starts[q0 + 1 : q1 + 1] - doc_starts[q0:q1]
+    counts = edge_starts[q0 + 1 : q1 + 1] - edge_starts[q0:q1]
+    n_max = int(np.max(sizes)) if q1 > q0 else 0
+    m_max = int(np.max(counts)) if q1 > q0 else 0
     vec = np.empty((12, n_max))
-    w, w_new = np.empty(m_max), np.empty(m_max)
+    w, w_new, no_offset = np.empty(m_max), np.empty(m_max), np.zeros(m_max)
     parent = np.empty(n_max, dtype=np.int64)
     h_buf = np.empty(n_max * n_max if compute_se else 0)
     x_buf = np.empty(n_max * n_max if compute_se else 0)
-    for q in range(len(doc_starts) - 1):
+    for q in range(q0, q1):
         d0, n = doc_starts[q], doc_starts[q + 1] - doc_starts[q]
         e0, e1 = edge_starts[q], edge_starts[q + 1]
-        qa, qb = a[e0:e1] - d0, b[e0:e1] - d0
-        qp, qc = p[e0:e1], c[e0:e1]
         m = e1 - e0
+        qa, qb, qp = a[e0:e1], b[e0:e1], p[e0:e1]
+        bad_pair[q] = _first_bad_pair(qa, qb, qp, n)
+        if bad_pair[q] >= 0:
+            continue
+        qc = c[e0:e1] if len(c) else no_offset[:m]
+        qw, qw_new = w[:m], w_new[:m]
         s, g, step, s_new, g_new, rhs = vec[0, :n], vec[1, :n], vec[2, :n], vec[3, :n], vec[4, :n], vec[5, :n]
         r, z, dd, hd, diag = vec[6, :n], vec[7, :n], vec[8, :n], vec[9, :n], vec[10, :n]
         # warm start: least squares for the linearised model (unit weights), solved loosely
         rhs[:] = 0.0
         for e in range(m):
-            t = warm[e0 + e] - qc[e]
+            t = _warm_target(qp[e], thurstone) - qc[e]
             rhs[qa[e]] += t
             rhs[qb[e]] -= t
-            w[e] = 1.0
-        norm = math.sqrt(np.sum(rhs * rhs))
-        _pcg(qa, qb, w[:m], prec, rhs, 1e-2 * norm, max_cg, s, r, z, dd, hd, diag)
-        f, ll = _evaluate(s, qa, qb, qp, qc, thurstone, prec, w[:m], g)
+            qw[e] = 1.0
+        norm = math.sqrt(_dot(rhs, rhs))
+        _pcg(qa, qb, qw, prec, rhs, 1e-2 * norm, max_cg, s, r, z, dd, hd, diag)
+        f, ll = _evaluate(s, qa, qb, qp, qc, thurstone, prec, qw, g)
         its = 0
         gmax = 0.0
         for it in range(max_iter + 1):
-            gmax = np.max(np.abs(g))
+            gmax = _max_abs(g)
             if gmax <= tol or it >= max_iter:
                 break
             its += 1
-            gnorm = math.sqrt(np.sum(g * g))
+            gnorm = math.sqrt(_dot(g, g))
             target = max(min(_ETA0, _ETA1 * gnorm) * gnorm, _FLOOR * tol)
-            _pcg(qa, qb, w[:m], prec, g, target, max_cg, step, r, z, dd, hd, diag)
-            slope = np.sum(g * step)
+            _pcg(qa, qb, qw, prec, g, target, max_cg, step, r, z, dd, hd, diag)
+            slope = _dot(g, step)
             # backtracking (Armijo): the objective never decreases
             t, accepted = 1.0, False
             for _ in range(40):
-                s_new[:] = s + t * step
-                f_new, ll_new = _evaluate(s_new, qa, qb, qp, qc, thurstone, prec, w_new[:m], g_new)
+                _axpy_into(s_new, s, t, step)
+                f_new, ll_new = _evaluate(s_new, qa, qb, qp, qc, thurstone, prec, qw_new, g_new)
                 # near the optimum the predicted gain is below rounding of f: accept the Newton step there
                 if f_new >= f + 1e-4 * t * slope or t * slope <= 1e-13 * (1.0 + abs(f)):
                     accepted = True
                     break
                 t *= 0.5
             if accepted:
-                s[:], g[:], f, ll = s_new, g_new, f_new, ll_new
-                w[:m] = w_new[:m]
+                s[:], g[:], qw[:] = s_new, g_new, qw_new
+                f, ll = f_new, ll_new
         scores[d0 : d0 + n] = s
         iterations[q], grad_norm[q], log_likelihood[q] = its, gmax, ll
         connected[q] = _connected(qa, qb, n, parent)
         if compute_se:
             h, x = h_buf[: n * n].reshape(n, n), x_buf[: n * n].reshape(n, n)
-            _standard_errors(qa, qb, w[:m], prec, h, x, se[d0 : d0 + n])
+            _standard_errors(qa, qb, qw, prec, h, x, se[d0 : d0 + n])

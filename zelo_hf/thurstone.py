@@ -28,14 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logit, ndtri
 
 from .fit_kernel import edge_log_likelihoods, fit_block
 from .fit_kernel import inverse_diagonals as _inverse_diagonals  # noqa: F401 (exact diag(H^-1) of a stack)
 
 __all__ = [
     "FIT_MODELS", "FitResult", "BatchFitResult", "check_fit_model", "fit_scores", "fit_scores_batched",
-    "fit_scores_flat", "objective",
+    "fit_scores_flat", "fit_scores_grouped", "objective",
 ]  # fmt: skip
 
 # The fit-model vocabulary (F in P(a beats b) = F(s_a - s_b)), the one list every caller imports: the recipe's
@@ -44,7 +43,6 @@ FIT_MODELS = ("thurstone", "bradley-terry")
 # Latent differences span about +-4 (ZELO.md), i.e. scores about +-2. A prior this wide shrinks a document
 # with 8 comparisons by only a few percent, yet keeps all-wins documents finite and the gauge fixed.
 DEFAULT_PRIOR_SD = 4.0
-_SQRT2 = np.sqrt(2.0)
 
 
 @dataclass
@@ -135,6 +133,32 @@ def check_fit_model(model: str, name: str = "model") -> str:
     return model
 
 
+def _check_options(model: str, prior_sd: float) -> None:
+    check_fit_model(model)
+    if not prior_sd > 0:
+        raise ValueError(f"`prior_sd` must be > 0 (got prior_sd={prior_sd}): e.g. {DEFAULT_PRIOR_SD}.")
+
+
+def _check_sizes(sizes, query_ids) -> np.ndarray:
+    """Documents per query as int64; each query needs >= 2."""
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+    small = np.flatnonzero(sizes < 2)
+    if len(small):
+        q = small[0]
+        raise ValueError(
+            f"{_name(query_ids, q)} has {sizes[q]} document(s): a fit needs >= 2 per query; drop such queries "
+            "(nothing to rank) before fitting."
+        )
+    return sizes
+
+
+def _check_offsets(edge_offset, m: int) -> np.ndarray:
+    edge_offset = np.ascontiguousarray(edge_offset, dtype=np.float64).reshape(-1)
+    if len(edge_offset) != m or not np.isfinite(edge_offset).all():
+        raise ValueError(f"`edge_offset` must hold {m} finite values, one per edge (got {len(edge_offset)}).")
+    return edge_offset
+
+
 def _name(query_ids, q: int) -> str:
     if query_ids is None:
         return f"query #{q}"
@@ -143,8 +167,9 @@ def _name(query_ids, q: int) -> str:
 
 
 def _validate(edges, probs, sizes, query_ids):
-    """Check the flat inputs; return int64 edges, float64 probs, int64 sizes, the query of each edge (None when
-    the edges are already in query order) and the number of edges per query."""
+    """Check the flat inputs (shapes, index ranges, each pair inside one query) and bring them to the grouped layout:
+    local pair indices ``a``, ``b``, probs and the order that groups them by query (None when already grouped), and
+    the number of pairs per query. Per-pair checks (self-pairs, labels) are the kernel's (:func:`fit_scores_grouped`)."""
     sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
     edges = np.asarray(edges)
     if edges.size == 0:
@@ -155,13 +180,6 @@ def _validate(edges, probs, sizes, query_ids):
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     if len(probs) != len(edges):
         raise ValueError(f"`probs` has {len(probs)} values for {len(edges)} edges: pass one P(a beats b) per edge.")
-    small = np.flatnonzero(sizes < 2)
-    if len(small):
-        q = small[0]
-        raise ValueError(
-            f"{_name(query_ids, q)} has {sizes[q]} document(s): a fit needs >= 2 per query; drop such queries "
-            "(nothing to rank) before fitting."
-        )
     n_total = int(sizes.sum())
     if len(edges) and (edges.min() < 0 or edges.max() >= n_total):
         bad = np.flatnonzero((edges < 0).any(axis=1) | (edges >= n_total).any(axis=1))
@@ -170,97 +188,57 @@ def _validate(edges, probs, sizes, query_ids):
             "must point into the query's doc list."
         )
     item_query = np.repeat(np.arange(len(sizes)), sizes)
-    counts, grouped = _scan_pairs(edges, probs, item_query, len(sizes))
-    if grouped is None:  # some pair is invalid: the full check finds the first one and says what is wrong
-        edge_query = item_query[edges[:, 0]]
-        _check_pairs(edges, probs, item_query, edge_query, np.concatenate([[0], np.cumsum(sizes)[:-1]]), query_ids)
-    edge_query = None if grouped else item_query[edges[:, 0]]
-    return edges, probs, sizes, edge_query, counts
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    a, b, counts, grouped = _local_pairs(edges, probs, item_query, starts, query_ids)
+    order = None if grouped else np.argsort(item_query[edges[:, 0]], kind="stable")
+    if order is not None:
+        a, b, probs = a[order], b[order], probs[order]
+    return a, b, probs, sizes, counts, order
 
 
-def _scan_pairs(edges, probs, item_query, n_queries: int, block: int = 1 << 16):
-    """One pass over the pairs in cache-sized blocks: the number of pairs per query, whether the pairs are
-    grouped by query (query order, as the chunks need them) and whether every pair is valid (``grouped`` is
-    None if not). Blocks keep the temporaries small: full-length temporaries of millions of pairs cost more in
-    fresh memory (page faults) than the checks themselves."""
-    counts = np.zeros(n_queries, dtype=np.int64)
+def _local_pairs(edges, probs, item_query, starts, query_ids, block: int = 1 << 16):
+    """One pass over the pairs in cache-sized blocks: indices local to the query of ``a``, the pairs per query and
+    whether the pairs are grouped by query (query order, as the kernel needs them); an error names the first pair
+    that joins two queries. Blocks keep the temporaries small: full-length temporaries of millions of pairs cost more
+    in fresh memory (page faults) than the work itself."""
+    m = len(edges)
+    local_a, local_b = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+    counts = np.zeros(len(starts), dtype=np.int64)
     grouped, last = True, -1
-    for lo in range(0, len(edges), block):
-        a, b, p = edges[lo : lo + block, 0], edges[lo : lo + block, 1], probs[lo : lo + block]
+    for lo in range(0, m, block):
+        a, b = edges[lo : lo + block, 0], edges[lo : lo + block, 1]
         qa = item_query[a]
-        if (
-            np.any(a == b)
-            or np.any(item_query[b] != qa)
-            or not np.all(np.isfinite(p))
-            or np.any(p < 0)
-            or np.any(p > 1)
-        ):
-            return counts, None
+        cross = np.flatnonzero(item_query[b] != qa)
+        if len(cross):
+            e = lo + cross[0]
+            q = item_query[edges[e, 0]]
+            raise ValueError(
+                f"{_name(query_ids, q)}: pair {(edges[e] - starts[q]).tolist()} joins documents of different queries "
+                f"(prob_a={probs[e]}): fit queries separately."
+            )
+        first = starts[qa]
+        local_a[lo : lo + block], local_b[lo : lo + block] = a - first, b - first
         grouped = grouped and qa[0] >= last and bool(np.all(qa[1:] >= qa[:-1]))
         last = qa[-1]
         counts += np.bincount(qa, minlength=len(counts))
-    return counts, grouped
+    return local_a, local_b, counts, grouped
 
 
-def _check_pairs(edges, probs, item_query, edge_query, starts, query_ids) -> None:
-    """Errors show the pair with indices local to its query (as in ``pair_a`` / ``pair_b``)."""
-    for mask, what, fix in (
-        (edges[:, 0] == edges[:, 1], "compares a document with itself", "drop self-pairs"),
-        (item_query[edges[:, 1]] != edge_query, "joins documents of different queries", "fit queries separately"),
-        (~np.isfinite(probs), "has a non-finite prob_a", "drop or re-judge failed pairs"),
-        ((probs < 0) | (probs > 1), "has prob_a outside [0, 1]", "pass probabilities P(a beats b)"),
-    ):
-        bad = np.flatnonzero(mask)
-        if len(bad):
-            e = bad[0]
-            raise ValueError(
-                f"{_name(query_ids, edge_query[e])}: pair {(edges[e] - starts[edge_query[e]]).tolist()} {what} "
-                f"(prob_a={probs[e]}): {fix}."
-            )
+def _pair_error(query_ids, q: int, pair: tuple[int, int], prob: float, n: int) -> ValueError:
+    """The error for the pair the kernel could not fit (indices local to its query, as in ``pair_a`` / ``pair_b``)."""
+    a, b = pair
+    if not (0 <= a < n and 0 <= b < n):
+        what = f"is out of range for {n} doc_ids: pair_a / pair_b must index into doc_ids"
+    elif a == b:
+        what = f"compares a document with itself (prob_a={prob}): drop self-pairs"
+    elif not np.isfinite(prob):
+        what = f"has a non-finite prob_a (prob_a={prob}): drop or re-judge failed pairs"
+    else:
+        what = f"has prob_a outside [0, 1] (prob_a={prob}): pass probabilities P(a beats b)"
+    return ValueError(f"{_name(query_ids, q)}: pair {pair} {what}.")
 
 
 # ----------------------------------------------------------------------------------------------- the solver
-def _fit_chunk(args) -> dict[str, np.ndarray]:
-    """One block of whole queries through the compiled kernel (GIL released: blocks run in parallel threads)."""
-    a, b, p, c, doc_starts, edge_starts, opts = args
-    thurstone = opts["model"] == "thurstone"
-    clipped = np.clip(p, 0.03, 0.97)
-    # the warm start's target differences F^-1(p) (ndtri is ~2.5x cheaper than erfinv(2p - 1))
-    warm = ndtri(clipped) / _SQRT2 if thurstone else logit(clipped)
-    q, n = len(doc_starts) - 1, int(doc_starts[-1])
-    out = {
-        "scores": np.empty(n), "se": np.empty(n) if opts["compute_se"] else None,
-        "iterations": np.empty(q, np.int64), "grad_norm": np.empty(q), "log_likelihood": np.empty(q),
-        "connected": np.empty(q, np.bool_),
-    }  # fmt: skip
-    fit_block(
-        a, b, p, np.zeros(len(a)) if c is None else c, warm, doc_starts, edge_starts, thurstone,
-        1.0 / opts["prior_sd"] ** 2, opts["tol"], opts["max_iter"], opts["max_cg"], opts["compute_se"],
-        out["scores"], np.empty(0) if out["se"] is None else out["se"], out["iterations"], out["grad_norm"],
-        out["log_likelihood"], out["connected"],
-    )  # fmt: skip
-    out["converged"] = out["grad_norm"] <= opts["tol"]
-    return out
-
-def _chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, opts):
-    """Blocks of ``chunk_size`` whole queries; ``edge_query`` is None when the pairs are already in query order,
-    else the query of each pair (they get sorted by it), ``counts`` the pairs per query."""
-    if edge_query is not None:
-        order = np.argsort(edge_query, kind="stable")
-        edges, probs = edges[order], probs[order]
-        edge_offset = None if edge_offset is None else edge_offset[order]
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    edge_bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    for q0 in range(0, len(sizes), chunk_size):
-        q1 = min(q0 + chunk_size, len(sizes))
-        e0, e1 = edge_bounds[q0], edge_bounds[q1]
-        local = edges[e0:e1] - starts[q0]
-        c = None if edge_offset is None else edge_offset[e0:e1]
-        # contiguous copies: the kernel reads each column pair by pair
-        a, b = np.ascontiguousarray(local[:, 0]), np.ascontiguousarray(local[:, 1])
-        yield a, b, probs[e0:e1], c, starts[q0 : q1 + 1] - starts[q0], edge_bounds[q0 : q1 + 1] - e0, opts
-
-
 def available_cores() -> int:
     """Cores this process may run on (its CPU affinity, e.g. a container's or `taskset`'s share)."""
     try:
@@ -298,47 +276,117 @@ def fit_scores_flat(
     chunk_size: int = 256,
     num_threads: int | None = None,
 ) -> BatchFitResult:
-    """Fit many queries of any sizes in one vectorised call (the layout used by the labeling map).
+    """Fit many queries of any sizes in one vectorised call, pairs given with global indices in any order.
 
     Documents of all queries are numbered globally, query after query: query ``q`` owns documents
     ``sum(sizes[:q]) ... sum(sizes[:q+1]) - 1``, and ``edges`` holds global indices (each pair inside one query).
+    The pairs are brought to the grouped layout of :func:`fit_scores_grouped` (local indices, query order), which
+    fits them.
 
     Args:
         edges: ``(m, 2)`` int pairs ``(a, b)``; ``probs[e]`` = P(a beats b), a soft label in ``[0, 1]``.
         sizes: documents per query (each >= 2).
+        edge_offset: a known constant ``c_e`` added to each difference, ``F(s_a - s_b + c_e)`` (cross-query
+            calibration: the within-query scores of the two documents).
+        model, prior_sd, tol, max_iter, max_cg, compute_se, query_ids, chunk_size, num_threads: see
+            :func:`fit_scores_grouped`.
+    """
+    _check_options(model, prior_sd)
+    _check_sizes(sizes, query_ids)
+    a, b, probs, sizes, counts, order = _validate(edges, probs, sizes, query_ids)
+    if edge_offset is not None:
+        edge_offset = _check_offsets(edge_offset, len(a))
+        edge_offset = edge_offset if order is None else edge_offset[order]
+    return fit_scores_grouped(
+        a, b, probs, sizes, counts, model=model, prior_sd=prior_sd, tol=tol, max_iter=max_iter, max_cg=max_cg,
+        compute_se=compute_se, query_ids=query_ids, edge_offset=edge_offset, chunk_size=chunk_size,
+        num_threads=num_threads,
+    )  # fmt: skip
+
+
+def fit_scores_grouped(
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    probs: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    model: str = "thurstone",
+    prior_sd: float = DEFAULT_PRIOR_SD,
+    tol: float = 1e-9,
+    max_iter: int = 50,
+    max_cg: int = 200,
+    compute_se: bool = True,
+    query_ids: list | None = None,
+    edge_offset: np.ndarray | None = None,
+    chunk_size: int = 256,
+    num_threads: int | None = None,
+) -> BatchFitResult:
+    """Fit many queries laid out as a grouped preference set stores them (what the labeling map passes).
+
+    Query after query: query ``q`` has ``sizes[q]`` documents and the next ``counts[q]`` pairs, whose indices
+    ``pair_a`` / ``pair_b`` are local to it (``0 .. sizes[q] - 1``, as in the ``pair_a`` / ``pair_b`` columns).
+    Blocks of ``chunk_size`` whole queries go to the compiled kernel in parallel threads, which read the arrays in
+    place; every pair is checked there, and a bad one raises an error naming its query.
+
+    Args:
+        pair_a, pair_b, probs: flat per pair, query after query; ``probs[e]`` = P(a beats b), a soft label in
+            ``[0, 1]``.
+        sizes, counts: documents (each >= 2) and pairs per query.
         model: ``"thurstone"`` (F = (1 + erf) / 2, the paper's) or ``"bradley-terry"`` (F = sigmoid).
         prior_sd: sd of the Gaussian prior on scores (default 4: weak against differences of about +-4).
         tol: a query has converged when max |gradient| <= tol.
         max_iter, max_cg: Newton steps and CG iterations per Newton step.
-        compute_se: also compute exact standard errors (a dense Cholesky per query: ~40% of the fit at n = 100).
+        compute_se: also compute exact standard errors (a dense Cholesky per query: ~1/3 of the fit at n = 100).
         query_ids: names for error messages.
-        edge_offset: a known constant ``c_e`` added to each difference, ``F(s_a - s_b + c_e)`` (cross-query
-            calibration: the within-query scores of the two documents).
+        edge_offset: a known constant added to each pair's difference (see :func:`fit_scores_flat`).
         chunk_size, num_threads: queries per independent block (cache-sized), blocks solved in parallel threads
             (default: every core this process may use, 1 inside a pool worker such as ``Dataset.map(num_proc=N)``);
             the kernel calls no BLAS, so threads and processes never multiply (issue #12).
     """
-    check_fit_model(model)
-    if not prior_sd > 0:
-        raise ValueError(f"`prior_sd` must be > 0 (got prior_sd={prior_sd}): e.g. {DEFAULT_PRIOR_SD}.")
-    edges, probs, sizes, edge_query, counts = _validate(edges, probs, sizes, query_ids)
-    opts = dict(model=model, prior_sd=prior_sd, tol=tol, max_iter=max_iter, max_cg=max_cg, compute_se=compute_se)
-    if edge_offset is not None:
-        edge_offset = np.asarray(edge_offset, dtype=np.float64).reshape(-1)
-        if len(edge_offset) != len(edges) or not np.isfinite(edge_offset).all():
-            raise ValueError(
-                f"`edge_offset` must hold {len(edges)} finite values, one per edge (got {len(edge_offset)})."
-            )
-    jobs = list(_chunks(edges, probs, edge_offset, sizes, edge_query, counts, chunk_size, opts))
-    workers = min(len(jobs), num_threads or default_num_threads())
+    _check_options(model, prior_sd)
+    sizes = _check_sizes(sizes, query_ids)
+    counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+    a, b = np.ascontiguousarray(pair_a, dtype=np.int64), np.ascontiguousarray(pair_b, dtype=np.int64)
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    if len(counts) != len(sizes) or not len(a) == len(b) == len(probs) == counts.sum():
+        raise ValueError(
+            f"{len(sizes)} queries with {counts.sum()} pairs in `counts` need one count per query and as many "
+            f"pair_a / pair_b / probs (got {len(counts)} counts, {len(a)} / {len(b)} / {len(probs)} values)."
+        )
+    offsets = np.empty(0) if edge_offset is None else _check_offsets(edge_offset, len(a))
+    doc_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    edge_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    n_docs, n_queries = int(doc_starts[-1]), len(sizes)
+    res = BatchFitResult(
+        scores=np.empty(n_docs), se=np.empty(n_docs) if compute_se else None, sizes=sizes,
+        converged=np.empty(n_queries, np.bool_), iterations=np.empty(n_queries, np.int64),
+        log_likelihood=np.empty(n_queries), connected=np.empty(n_queries, np.bool_), grad_norm=np.empty(n_queries),
+    )  # fmt: skip
+    bad_pair = np.full(n_queries, -1, dtype=np.int64)
+
+    def fit(q0: int) -> None:  # the kernel releases the GIL: blocks run in parallel threads
+        fit_block(
+            a, b, probs, offsets, doc_starts, edge_starts, q0, min(q0 + chunk_size, n_queries),
+            model == "thurstone", 1.0 / prior_sd**2, tol, max_iter, max_cg, compute_se, res.scores,
+            np.empty(0) if res.se is None else res.se, res.iterations, res.grad_norm, res.log_likelihood,
+            res.connected, bad_pair,
+        )  # fmt: skip
+
+    blocks = range(0, n_queries, chunk_size)
+    workers = min(len(blocks), num_threads or default_num_threads())
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(_fit_chunk, jobs))
+            list(pool.map(fit, blocks))
     else:
-        parts = [_fit_chunk(job) for job in jobs]
-    cat = {k: np.concatenate([part[k] for part in parts]) for k in parts[0] if k != "se"}
-    se = np.concatenate([part["se"] for part in parts]) if compute_se else None
-    return BatchFitResult(se=se, sizes=sizes, **cat)
+        for q0 in blocks:
+            fit(q0)
+    bad = np.flatnonzero(bad_pair >= 0)
+    if len(bad):
+        q = int(bad[0])
+        e = int(edge_starts[q] + bad_pair[q])
+        raise _pair_error(query_ids, q, (int(a[e]), int(b[e])), float(probs[e]), int(sizes[q]))
+    np.less_equal(res.grad_norm, tol, out=res.converged)
+    return res
 
 
 def fit_scores_batched(
