@@ -134,6 +134,7 @@ def _grouped_batch(**change):
     [
         ({"doc_ids": (1, ["a", "b", "a"])}, r"query_id='q1': doc_id 'a' appears twice in doc_ids: each document once"),
         ({"doc_ids": (2, ["a", "c", "c"])}, r"query_id='q2': doc_id 'c' appears twice.*re-run `group_preferences`"),
+        ({"doc_ids": (1, ["a", None, "c"])}, r"query_id='q1': doc_ids holds a missing \(null\) id"),
         ({"pair_a": (1, [0, 5])}, r"query_id='q1': pair \(5, 2\) is out of range for 3 doc_ids: pair_a / pair_b"),
         ({"pair_b": (2, [1, -1])}, r"query_id='q2': pair \(1, -1\) is out of range"),
         ({"pair_b": (1, [1, 1])}, r"query_id='q1'.*compares a document with itself"),
@@ -152,6 +153,18 @@ def test_vectorised_validation_keeps_every_message(change, match):
         thurstone_map(batch)  # a plain dict of lists
     with pytest.raises(ValueError, match=match):  # a Dataset.map batch: read as Arrow
         Dataset.from_dict(batch).map(thurstone_map, batched=True)
+
+
+def test_repeated_ids_are_found_per_query_for_any_id_type():
+    import pyarrow as pa
+
+    from zelo_hf.labeling import _repeated_id
+
+    sizes = np.array([3, 2, 3])  # ids repeat across queries (never a duplicate) and within the last one
+    for values in (["x", "y", "z", "x", "y", "p", "q", "p"], [7, 8, 9, 7, 8, 1, 2, 1]):
+        assert _repeated_id(pa.array(values), sizes) == (2, 2)
+        assert _repeated_id(pa.array(values[:5]), sizes[:2]) == (-1, -1)
+        assert _repeated_id(pa.array(values[-1:] + values).slice(1), sizes) == (2, 2)  # an offset into the buffers
 
 
 def test_validation_names_missing_columns_and_wrong_types():

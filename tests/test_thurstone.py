@@ -10,7 +10,14 @@ from scipy.stats import spearmanr
 
 from zelo_hf.graphs import sample_cycle_graph
 from zelo_hf.simulate import latent_scores, simulate_probs, simulate_queries
-from zelo_hf.thurstone import FitResult, fit_scores, fit_scores_batched, fit_scores_flat, objective
+from zelo_hf.thurstone import (
+    FitResult,
+    fit_scores,
+    fit_scores_batched,
+    fit_scores_flat,
+    fit_scores_grouped,
+    objective,
+)
 
 
 class Reference:
@@ -221,3 +228,24 @@ def test_default_threads_compose_with_worker_processes():
     assert default_num_threads() == available_cores()
     with multiprocess.Pool(1) as pool:  # the pool `Dataset.map(num_proc=N)` uses: N processes x 1 thread
         assert pool.apply(default_num_threads) == 1
+
+
+def test_grouped_layout_equals_the_flat_one_and_names_a_bad_pair():
+    """``fit_scores_grouped`` (local indices, query after query: the grouped preference set's layout, what the map
+    passes) fits what ``fit_scores_flat`` fits; the kernel checks every pair and the error names the query."""
+    sim = simulate_queries(5, n_docs=np.array([4, 9, 2, 30, 11]), degree=4, seed=4)
+    flat = fit_scores_flat(sim.edges, sim.probs, sim.sizes, chunk_size=2, num_threads=2)
+    starts = np.concatenate([[0], np.cumsum(sim.sizes)[:-1]])
+    edge_query = np.repeat(np.arange(5), sim.sizes)[sim.edges[:, 0]]
+    local = sim.edges - starts[edge_query][:, None]
+    counts = np.bincount(edge_query, minlength=5)
+    grouped = fit_scores_grouped(local[:, 0], local[:, 1], sim.probs, sim.sizes, counts, chunk_size=2)
+    np.testing.assert_array_equal(grouped.scores, flat.scores)
+    np.testing.assert_array_equal(grouped.se, flat.se)
+    bad = local.copy()
+    bad[counts[:3].sum() + 1, 1] = 30  # query 3 has 30 documents: index 30 is one past its last
+    ids = [f"q{q}" for q in range(5)]
+    with pytest.raises(ValueError, match=r"query_id='q3': pair \(\d+, 30\) is out of range for 30 doc_ids"):
+        fit_scores_grouped(bad[:, 0], bad[:, 1], sim.probs, sim.sizes, counts, query_ids=ids)
+    with pytest.raises(ValueError, match="one count per query"):
+        fit_scores_grouped(local[:, 0], local[:, 1], sim.probs, sim.sizes, counts[:4])

@@ -93,17 +93,19 @@ def edge_terms(d: float, p: float, thurstone: bool):
 
 
 @njit(**_JIT)
-def _warm_target(p: float, thurstone: bool) -> float:
-    """The difference d at which F(d) equals the clipped label: F^-1(p) = ndtri(p) / sqrt2 (Thurstone) or logit(p)."""
+def _warm_target(p: float, thurstone: bool):
+    """The warm start's target difference d, where F(d) equals the clipped label (F^-1(p) = ndtri(p) / sqrt2, or
+    logit(p)), and its least-squares weight: 1 for Thurstone; for Bradley-Terry the Fisher information p (1 - p) at
+    the target (4.0 -> 3.3 Newton steps there; for Thurstone the same weighting saved none)."""
     p = min(max(p, _P_CLIP), 1.0 - _P_CLIP)
     if not thurstone:
-        return math.log(p / (1.0 - p))
+        return math.log(p / (1.0 - p)), p * (1.0 - p)
     q = p - 0.5
     r = q * q
     a, b = _ACKLAM_A, _ACKLAM_B
     num = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
     den = ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0
-    return num / den / _SQRT2
+    return num / den / _SQRT2, 1.0
 
 
 @njit(**_JIT)
@@ -346,13 +348,13 @@ def fit_block(
         qw, qw_new = w[:m], w_new[:m]
         s, g, step, s_new, g_new, rhs = vec[0, :n], vec[1, :n], vec[2, :n], vec[3, :n], vec[4, :n], vec[5, :n]
         r, z, dd, hd, diag = vec[6, :n], vec[7, :n], vec[8, :n], vec[9, :n], vec[10, :n]
-        # warm start: least squares for the linearised model (unit weights), solved loosely
+        # warm start: weighted least squares for the linearised model, solved loosely
         rhs[:] = 0.0
         for e in range(m):
-            t = _warm_target(qp[e], thurstone) - qc[e]
+            t, qw[e] = _warm_target(qp[e], thurstone)
+            t = qw[e] * (t - qc[e])
             rhs[qa[e]] += t
             rhs[qb[e]] -= t
-            qw[e] = 1.0
         norm = math.sqrt(_dot(rhs, rhs))
         _pcg(qa, qb, qw, prec, rhs, 1e-2 * norm, max_cg, s, r, z, dd, hd, diag)
         f, ll = _evaluate(s, qa, qb, qp, qc, thurstone, prec, qw, g)

@@ -17,6 +17,7 @@ import numpy as np
 from .preference_tables import PreferenceTables, arrow_codes, arrow_concat
 from .schema import PREFERENCE_COLUMNS, PREFERENCE_ID_COLUMNS, require_columns
 from .thurstone import available_cores
+from .utils import arrow_array
 
 __all__ = ["group_preferences"]
 
@@ -29,11 +30,6 @@ GROUP_WINDOW_ROWS = 1 << 20  # pairs held at once (a single query with more pair
 
 class _NotGrouped(Exception):
     """A query's pairs reappear after other queries' beyond one window: sort by first appearance, then stream."""
-
-
-def _array(column):
-    """One contiguous Arrow array from an array or a (chunked) table column."""
-    return column.combine_chunks() if hasattr(column, "combine_chunks") else column
 
 
 def _interleave(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,7 +85,8 @@ def _group_window(t, tables: PreferenceTables | None = None):
     slot_query = np.repeat(qcode, 2)
     doc_offsets = np.concatenate([[0], np.cumsum(np.bincount(slot_query[first_slot], minlength=len(row_start)))])
     position = uid - doc_offsets[slot_query]
-    _check_repeated_pairs(qcode, position[0::2], position[1::2], _array(t["prob_a"]).cast(pa.float64()), name, ids_of)
+    probs = arrow_array(t["prob_a"]).cast(pa.float64())
+    _check_repeated_pairs(qcode, position[0::2], position[1::2], probs, name, ids_of)
     row_offsets = pa.array(np.append(row_start, n).astype(np.int32))
     doc_offsets = pa.array(doc_offsets.astype(np.int32))
     query_ids, doc_ids = t["query_id"].take(pa.array(row_start)), ids.take(source)
@@ -105,7 +102,7 @@ def _group_window(t, tables: PreferenceTables | None = None):
             "docs": pa.ListArray.from_arrays(doc_offsets, docs),
             "pair_a": pa.ListArray.from_arrays(row_offsets, pa.array(position[0::2], pa.int64())),
             "pair_b": pa.ListArray.from_arrays(row_offsets, pa.array(position[1::2], pa.int64())),
-            "prob_a": pa.ListArray.from_arrays(row_offsets, _array(t["prob_a"]).cast(pa.float64())),
+            "prob_a": pa.ListArray.from_arrays(row_offsets, arrow_array(t["prob_a"]).cast(pa.float64())),
         }
     )
 

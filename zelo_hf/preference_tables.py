@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .schema import PREFERENCE_ID_COLUMNS, TEXT_OF_ID, TEXT_TABLES, require_columns
+from .utils import arrow_array, string_buffers
 
 __all__ = ["PreferenceTables", "split_texts", "join_texts", "write_preference_set", "load_preference_set",
            "concat_preference_sets", "is_ids_only", "pair_rows"]  # fmt: skip
@@ -74,23 +75,10 @@ _HASH_BASE = np.uint64(0x100000001B3)  # odd: the polynomial string hash below, 
 _HASH_CHUNK = 1 << 20  # strings hashed at a time (bounded temporaries)
 
 
-def _string_buffers(values):
-    """``(offsets, data)`` NumPy views of an Arrow string array's buffers (no copy); nulls read as empty strings."""
-    import pyarrow as pa
-
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        values = values.cast(pa.large_string())
-    width = np.int64 if pa.types.is_large_string(values.type) else np.int32
-    _, offsets, data = values.buffers()
-    offsets = np.frombuffer(offsets, dtype=width)[values.offset : values.offset + len(values) + 1].astype(np.int64)
-    return offsets, (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8))
-
-
 def _hash_strings(values) -> np.ndarray:
     """A 64-bit polynomial hash of every string of an Arrow array (``sum byte_j * B^j`` mod 2^64, then its length
     mixed in), vectorised over the bytes chunk by chunk. Equal strings hash equal; a lookup verifies the strings."""
-    offsets, data = _string_buffers(values)
+    offsets, data = string_buffers(values)
     out = np.empty(len(offsets) - 1, dtype=np.uint64)
     for lo in range(0, len(out), _HASH_CHUNK):
         o = offsets[lo : lo + _HASH_CHUNK + 1]
@@ -116,7 +104,7 @@ class KeyIndex:
     """
 
     def __init__(self, keys):
-        self.keys = keys.combine_chunks() if hasattr(keys, "combine_chunks") else keys
+        self.keys = arrow_array(keys)
         hashes = _hash_strings(self.keys)
         self.order = np.argsort(hashes, kind="stable")
         self.sorted = hashes[self.order]
@@ -126,7 +114,7 @@ class KeyIndex:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        ids = ids.combine_chunks() if hasattr(ids, "combine_chunks") else ids
+        ids = arrow_array(ids)
         if len(self.sorted) == 0 or len(ids) == 0:
             return pa.nulls(len(ids), pa.int64())
         hashes = _hash_strings(ids)
@@ -150,7 +138,7 @@ def arrow_codes(column) -> tuple[np.ndarray, Any]:
     """Integer codes in order of first appearance (nulls: -1) and the distinct values (one hash pass, Arrow)."""
     import pyarrow.compute as pc
 
-    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    column = arrow_array(column)
     encoded = pc.dictionary_encode(column)
     return encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
 
@@ -219,7 +207,7 @@ def _positions(ids, index: KeyIndex, id_column: str, table: str):
     table."""
     import pyarrow.compute as pc
 
-    ids = ids.combine_chunks() if hasattr(ids, "combine_chunks") else ids
+    ids = arrow_array(ids)
     positions = index.positions(ids)
     missing = pc.and_(pc.is_valid(ids), pc.is_null(positions))
     n_missing = pc.sum(missing).as_py() or 0
