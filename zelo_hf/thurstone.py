@@ -265,16 +265,9 @@ def fit_scores_flat(
     edges: np.ndarray,
     probs: np.ndarray,
     sizes: np.ndarray,
-    model: str = "thurstone",
-    prior_sd: float = DEFAULT_PRIOR_SD,
-    tol: float = 1e-9,
-    max_iter: int = 50,
-    max_cg: int = 200,
-    compute_se: bool = True,
     query_ids: list | None = None,
     edge_offset: np.ndarray | None = None,
-    chunk_size: int = 256,
-    num_threads: int | None = None,
+    **kwargs,
 ) -> BatchFitResult:
     """Fit many queries of any sizes in one vectorised call, pairs given with global indices in any order.
 
@@ -286,22 +279,19 @@ def fit_scores_flat(
     Args:
         edges: ``(m, 2)`` int pairs ``(a, b)``; ``probs[e]`` = P(a beats b), a soft label in ``[0, 1]``.
         sizes: documents per query (each >= 2).
+        query_ids: names for error messages.
         edge_offset: a known constant ``c_e`` added to each difference, ``F(s_a - s_b + c_e)`` (cross-query
             calibration: the within-query scores of the two documents).
-        model, prior_sd, tol, max_iter, max_cg, compute_se, query_ids, chunk_size, num_threads: see
-            :func:`fit_scores_grouped`.
+        kwargs: the fit's options (``model``, ``prior_sd``, ``tol``, ``max_iter``, ``max_cg``, ``compute_se``,
+            ``chunk_size``, ``num_threads``), see :func:`fit_scores_grouped`.
     """
-    _check_options(model, prior_sd)
+    _check_options(kwargs.get("model", "thurstone"), kwargs.get("prior_sd", DEFAULT_PRIOR_SD))
     _check_sizes(sizes, query_ids)
     a, b, probs, sizes, counts, order = _validate(edges, probs, sizes, query_ids)
     if edge_offset is not None:
         edge_offset = _check_offsets(edge_offset, len(a))
         edge_offset = edge_offset if order is None else edge_offset[order]
-    return fit_scores_grouped(
-        a, b, probs, sizes, counts, model=model, prior_sd=prior_sd, tol=tol, max_iter=max_iter, max_cg=max_cg,
-        compute_se=compute_se, query_ids=query_ids, edge_offset=edge_offset, chunk_size=chunk_size,
-        num_threads=num_threads,
-    )  # fmt: skip
+    return fit_scores_grouped(a, b, probs, sizes, counts, query_ids=query_ids, edge_offset=edge_offset, **kwargs)
 
 
 def fit_scores_grouped(
