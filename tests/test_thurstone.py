@@ -197,6 +197,38 @@ def test_batched_standard_errors_equal_the_dense_inverse_per_query(model):
         np.testing.assert_allclose(res[q].se, np.sqrt(np.diag(np.linalg.inv(hess))), rtol=0, atol=1e-10)
 
 
+def _star(n):
+    return np.array([[0, j] for j in range(1, n)])
+
+
+def _path(n):
+    return np.array([[j, j + 1] for j in range(n - 1)])
+
+
+def _clique(n):
+    return np.array([[i, j] for i in range(n) for j in range(i + 1, n)])
+
+
+@pytest.mark.parametrize(
+    "edges",
+    [
+        np.array([[0, 1], [1, 0], [0, 1]]),  # one pair judged three times, both orientations
+        _star(9),  # the centre is eliminated first: every leaf is left, tied to the others through it
+        _star(9)[:, ::-1],  # the leaves are eliminated: the centre alone is left
+        np.concatenate([_path(12), _path(12)[:, ::-1], [[0, 2], [2, 0]]]),  # repeated pairs at eliminated nodes
+        _clique(7),  # one node eliminated, the other six dense
+        np.concatenate([_path(40), sample_cycle_graph(40, degree=8, seed=3)]),
+    ],
+    ids=["repeat", "star-centre", "star-leaves", "path-repeats", "clique", "path-and-cycles"],
+)
+def test_standard_errors_exact_on_graphs_that_stress_the_elimination(edges):
+    n = int(edges.max()) + 1
+    probs = np.random.default_rng(n).uniform(0.1, 0.9, len(edges))
+    res = fit_scores(edges, probs, n, return_result=True)
+    hess = _dense_hessian(res.scores, edges, probs, n, "thurstone", 4.0)
+    np.testing.assert_allclose(res.se, np.sqrt(np.diag(np.linalg.inv(hess))), rtol=1e-10, atol=0)
+
+
 @pytest.mark.parametrize("n", [1, 2, 31, 32, 33, 64, 100, 129])
 def test_stacked_inverse_diagonals_are_exact(n):
     from zelo_hf.thurstone import _inverse_diagonals
