@@ -334,6 +334,68 @@ def inverse_diagonals(hess: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(**_JIT)
+def _adjacency(a, b, w, prec, n, start, nbr, nw, d) -> None:
+    """The query's comparison graph as CSR (``nbr[start[i]:start[i+1]]``: the documents i was compared with, ``nw``
+    the pairs' weights; a repeated pair appears once per judgment) and ``d = diag(H)``."""
+    for i in range(n + 1):
+        start[i] = 0
+    for i in range(n):
+        d[i] = prec
+    for e in range(len(a)):
+        start[a[e] + 1] += 1
+        start[b[e] + 1] += 1
+        d[a[e]] += w[e]
+        d[b[e]] += w[e]
+    for i in range(n):
+        start[i + 1] += start[i]
+    for e in range(len(a)):  # fill each list from its end: start[i + 1] steps back to where list i begins
+        for i, j in ((a[e], b[e]), (b[e], a[e])):
+            start[i + 1] -= 1
+            nbr[start[i + 1]], nw[start[i + 1]] = j, w[e]
+    for i in range(n):
+        start[i] = start[i + 1]
+    start[n] = 2 * len(a)
+
+
+@njit(**_JIT)
+def _schur_complement(a, b, w, n, start, nbr, nw, d, pos, h) -> int:
+    """Eliminate a greedy independent set A (``pos[i] = -1``; the other documents get their index in the rest R)
+    and write the lower triangle of ``S = H_RR - H_RA D_A^-1 H_AR`` into ``h``; returns the order of S."""
+    pos[:n] = 0
+    for i in range(n):
+        if pos[i] == 0:
+            pos[i] = -1
+            for k in range(start[i], start[i + 1]):
+                pos[nbr[k]] = 1
+    order = 0
+    for i in range(n):
+        if pos[i] >= 0:
+            pos[i] = order
+            order += 1
+    for i in range(order):
+        h[i, : i + 1] = 0.0
+    for i in range(n):
+        if pos[i] >= 0:
+            h[pos[i], pos[i]] = d[i]
+    for e in range(len(a)):
+        pa, pb = pos[a[e]], pos[b[e]]
+        if pa >= 0 and pb >= 0:
+            h[max(pa, pb), min(pa, pb)] -= w[e]
+    for i in range(n):
+        if pos[i] < 0:  # S -= u u^T / d_i, u: i's pairs into R
+            k0, k1 = start[i], start[i + 1]
+            for k in range(k0, k1):
+                pk, wk = pos[nbr[k]], nw[k] / d[i]
+                for k2 in range(k0, k + 1):
+                    pl, t = pos[nbr[k2]], wk * nw[k2]
+                    if pk != pl:
+                        h[max(pk, pl), min(pk, pl)] -= t
+                    else:  # two of i's pairs reach the same document: the cross term counts twice
+                        h[pk, pk] -= t if k == k2 else 2.0 * t
+    return order
+
+
 @njit(**_JIT_DENSE)
 def _standard_errors(a, b, w, prec, n, ib, fb, h, x, out) -> None:
     """``out = sqrt(diag(H^-1))`` for ``H = B^T diag(w) B + prec I`` (B: the pairs' incidence; repeated pairs add
@@ -341,97 +403,31 @@ def _standard_errors(a, b, w, prec, n, ib, fb, h, x, out) -> None:
     ``H_AA = D``, so with the rest R, the Schur complement ``S = H_RR - H_RA D^-1 H_AR`` (3/4 of H's order on a
     degree-8 graph, 0.44 of its factoring work) is factored densely, and ``diag(H^-1)`` is ``diag(S^-1)`` on R and
     ``1/d_a + |L^-1 H_Ra|^2 / d_a^2`` on A (H_Ra: a's pairs, sparse). 1.25x over factoring all of H at n = 100.
-    ``ib``, ``fb``: int and float scratch of at least ``3n + 1 + 2m`` and ``3n + 2m`` (m pairs)."""
+    ``ib``, ``fb``, ``h``, ``x``: the scratch of :func:`_se_workspace`."""
     m = len(a)
-    start = ib[: n + 1]
-    fill = ib[n + 1 : 2 * n + 1]
-    pos = ib[2 * n + 1 : 3 * n + 1]
-    nbr = ib[3 * n + 1 : 3 * n + 1 + 2 * m]
-    d = fb[:n]
-    nw = fb[n : n + 2 * m]
-    dS = fb[n + 2 * m : 2 * n + 2 * m]
-    v = fb[2 * n + 2 * m : 3 * n + 2 * m]
-    for i in range(n + 1):
-        start[i] = 0
-    for i in range(n):
-        d[i] = prec
-    for e in range(m):
-        start[a[e] + 1] += 1
-        start[b[e] + 1] += 1
-        d[a[e]] += w[e]
-        d[b[e]] += w[e]
-    for i in range(n):
-        start[i + 1] += start[i]
-        fill[i] = start[i]
-    for e in range(m):
-        i, j = a[e], b[e]
-        nbr[fill[i]] = j
-        nw[fill[i]] = w[e]
-        fill[i] += 1
-        nbr[fill[j]] = i
-        nw[fill[j]] = w[e]
-        fill[j] += 1
-    # greedy independent set A: pos = -1 for A, else the index in B
-    for i in range(n):
-        pos[i] = 0
-    for i in range(n):
-        if pos[i] == 0:
-            pos[i] = -1
-            for k in range(start[i], start[i + 1]):
-                pos[nbr[k]] = 1
-    nb = 0
+    start, pos, nbr = ib[: n + 1], ib[n + 1 : 2 * n + 1], ib[2 * n + 1 : 2 * n + 1 + 2 * m]
+    d, diag_s, v, nw = fb[:n], fb[n : 2 * n], fb[2 * n : 3 * n], fb[3 * n : 3 * n + 2 * m]
+    _adjacency(a, b, w, prec, n, start, nbr, nw, d)
+    order = _schur_complement(a, b, w, n, start, nbr, nw, d, pos, h)
+    _cholesky(h, order)
+    _inverse_columns(h, x, order, diag_s)
     for i in range(n):
         if pos[i] >= 0:
-            pos[i] = nb
-            nb += 1
-    for i in range(nb):
-        row = h[i, : i + 1]
-        for j in range(i + 1):
-            row[j] = 0.0
-    for i in range(n):
-        if pos[i] >= 0:
-            h[pos[i], pos[i]] = d[i]
-    for e in range(m):
-        pa, pb = pos[a[e]], pos[b[e]]
-        if pa >= 0 and pb >= 0:
-            h[max(pa, pb), min(pa, pb)] -= w[e]
-    # Schur complement: S = H_BB - sum_a u_a u_a^T / d_a
-    for i in range(n):
-        if pos[i] < 0:
-            inv = 1.0 / d[i]
-            k0, k1 = start[i], start[i + 1]
-            for k in range(k0, k1):
-                pk, wk = pos[nbr[k]], nw[k] * inv
-                for k2 in range(k0, k + 1):
-                    pl = pos[nbr[k2]]
-                    t = wk * nw[k2]
-                    if pk > pl:
-                        h[pk, pl] -= t
-                    elif pk < pl:
-                        h[pl, pk] -= t
-                    elif k == k2:
-                        h[pk, pk] -= t
-                    else:
-                        h[pk, pk] -= 2.0 * t
-    _cholesky(h, nb)
-    _inverse_columns(h, x, nb, dS)
-    for i in range(n):
-        if pos[i] >= 0:
-            out[i] = math.sqrt(dS[pos[i]])
-        else:
-            vv = v[:nb]
-            for j in range(nb):
-                vv[j] = 0.0
-            for k in range(start[i], start[i + 1]):
-                row = x[pos[nbr[k]], :nb]
-                wk = nw[k]
-                for j in range(nb):
-                    vv[j] += wk * row[j]
-            s = 0.0
-            for j in range(nb):
-                s += vv[j] * vv[j]
-            inv = 1.0 / d[i]
-            out[i] = math.sqrt(inv + s * inv * inv)
+            out[i] = math.sqrt(diag_s[pos[i]])
+            continue
+        u = v[:order]  # L^-1 H_Ri: a sum of columns of L^-1
+        u[:] = 0.0
+        for k in range(start[i], start[i + 1]):
+            u += nw[k] * x[pos[nbr[k]], :order]
+        out[i] = math.sqrt((1.0 + _dot(u, u) / d[i]) / d[i])
+
+
+@njit(**_JIT)
+def _se_workspace(n_max: int, m_max: int):
+    """Scratch of :func:`_standard_errors` for queries of up to n_max documents and m_max pairs, allocated once per
+    block: the dense factor and ``L^-1`` (n x n each), int (CSR, positions) and float (diagonals, weights)."""
+    return (np.empty(n_max * n_max), np.empty(n_max * n_max), np.empty(2 * n_max + 1 + 2 * m_max, dtype=np.int64),
+            np.empty(3 * n_max + 2 * m_max))  # fmt: skip
 
 
 @njit(**_JIT)
@@ -450,10 +446,7 @@ def fit_block(
     vec = np.empty((12, n_max))
     w, w_new, no_offset = np.empty(m_max), np.empty(m_max), np.zeros(m_max)
     parent = np.empty(n_max, dtype=np.int64)
-    h_buf = np.empty(n_max * n_max if compute_se else 0)
-    x_buf = np.empty(n_max * n_max if compute_se else 0)
-    ib = np.empty(3 * n_max + 1 + 2 * m_max if compute_se else 0, dtype=np.int64)
-    fb = np.empty(3 * n_max + 2 * m_max if compute_se else 0)
+    h_buf, x_buf, ib, fb = _se_workspace(n_max if compute_se else 0, m_max if compute_se else 0)
     for q in range(q0, q1):
         d0, n = doc_starts[q], doc_starts[q + 1] - doc_starts[q]
         e0, e1 = edge_starts[q], edge_starts[q + 1]
