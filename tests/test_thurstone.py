@@ -252,6 +252,67 @@ def test_far_tail_terms_match_scipy_log_ndtr():
             assert got == pytest.approx(expected, rel=1e-13), (d, p)
 
 
+def _terms_40_digits(d: float, p: float, model: str):
+    """(l'(d), -l''(d), l(d), the size of l'(d)'s two terms) at 40 digits, l(d) = p log F(d) + (1 - p) log F(-d)."""
+    import mpmath as mp
+
+    with mp.workdps(40):
+        d, p = mp.mpf(d), mp.mpf(p)
+        if model == "thurstone":
+            r2 = mp.sqrt(2)
+
+            def log_f(x):  # log Phi(sqrt2 x), its digits kept where Phi is within 1e-40 of 1
+                return mp.log1p(-mp.ncdf(-r2 * x)) if x > 0 else mp.log(mp.ncdf(r2 * x))
+
+            def lam(x):  # d/dx log F(x)
+                return r2 * mp.npdf(r2 * x) / mp.ncdf(r2 * x)
+
+            def curv(x):  # -d2/dx2 log F(x)
+                return lam(x) * (2 * x + lam(x))
+        else:
+
+            def log_f(x):
+                return -mp.log1p(mp.exp(-x))
+
+            def lam(x):
+                return 1 / (1 + mp.exp(x))
+
+            def curv(x):
+                return mp.exp(x) / (1 + mp.exp(x)) ** 2
+
+        return tuple(
+            float(v)
+            for v in (
+                p * lam(d) - (1 - p) * lam(-d),
+                p * curv(d) + (1 - p) * curv(-d),
+                p * log_f(d) + (1 - p) * log_f(-d),
+                p * lam(d) + (1 - p) * lam(-d),
+            )
+        )
+
+
+@pytest.mark.parametrize("model", ["thurstone", "bradley-terry"])
+def test_pair_terms_match_40_digit_references(model):
+    """The kernel's per-pair terms (its own vectorisable exp, log and erfc) against mpmath at 40 digits, on both
+    sides of every switch (erfc's pieces at |d| = 1 and 8, the asymptotic series at 25), with certain labels (p = 0
+    or 1, where l(d) is a tail of 1e-300 that 1 - tail would round away) and for both signs of d."""
+    from zelo_hf.fit_kernel import edge_terms
+
+    rng = np.random.default_rng(0)
+    edges = [0.0, 1.0, 8.0, 25.0, 700.0]
+    d = np.concatenate([np.linspace(-40, 40, 321), rng.normal(0, 3, 160), [x * f for x in edges for f in (1 - 1e-12, 1 + 1e-12)]])
+    d = np.concatenate([d, -d])
+    p = rng.choice([0.0, 1.0, 0.3, 0.5, 5 / 6, 0.99], len(d))
+    ref = np.array([_terms_40_digits(x, q, model) for x, q in zip(d, p)])
+    dl, w, ll = np.empty(len(d)), np.empty(len(d)), np.empty(len(d))
+    edge_terms(d, p, model == "thurstone", dl, w, ll)
+    # Thurstone: exp(-u^2) carries the rounding of u^2 (u^2 eps, 2e-13 at |d| = 40); w: lam (lam - z) cancels
+    tol = 3e-13 if model == "thurstone" else 1e-15
+    np.testing.assert_array_less(np.abs(dl - ref[:, 0]), tol * ref[:, 3] + 1e-300)  # relative to its terms' size
+    np.testing.assert_allclose(w, ref[:, 1], rtol=10 * tol, atol=1e-290)  # (w below 1e-290 is subnormal)
+    np.testing.assert_allclose(ll, ref[:, 2], rtol=tol, atol=1e-300)
+
+
 def test_default_threads_compose_with_worker_processes():
     import multiprocess
 
