@@ -17,7 +17,8 @@ Jacobi-preconditioned conjugate gradients on the sparse Hessian (a weighted grap
 diagonal; random regular graphs are expanders, so CG needs few iterations), inexact solves far from the optimum and
 tight ones near it, and a backtracking line search (monotone ascent). Standard errors are exact:
 ``sqrt(diag(H^-1))`` at the optimum, by eliminating an independent set of the comparison graph and a dense
-Cholesky factor of the Schur complement left. The kernel calls no BLAS, so T threads use T cores whatever BLAS/OpenMP would do on a shared machine.
+Cholesky factor of the Schur complement left. The per-pair terms (l', l'' and l of every judgment) are computed
+for a query's pairs in one SIMD loop. The kernel calls no BLAS, so T threads use T cores whatever BLAS/OpenMP would do on a shared machine.
 """
 
 from __future__ import annotations
