@@ -10,7 +10,9 @@ ZELO.md), n documents per query on a degree-k cycle graph, it measures:
 
 Issue #12 adds the user's paths:
 - ``--through_map``: ``grouped.map(zelo_hf.thurstone_map, batched=True)`` with its defaults (standard errors on),
-  timed against the per-query dense MM fit of the same run, and on a subset once more with one fit thread (the
+  timed against the per-query dense MM fit of the same run, then the library's own fit step
+  (``zelo_hf.labeling.label_grouped``, what ``label_preferences`` runs: label columns mapped alone and joined on,
+  ``queries_per_s_label_grouped`` and its ratio to the map), and on a subset once more with one fit thread (the
   compiled kernel releases the GIL: the ratio is the fit's thread scaling);
 - ``--scale N``: N simulated queries written to disk as a preference set in the saved layout (one row per pair with
   ids, each text once in ``queries`` / ``documents`` tables; a corpus of N * n_docs / 10 documents, each a candidate
@@ -280,7 +282,7 @@ def mm_seconds_per_query(sim, k: int) -> float:
 
 
 def through_map(args) -> dict:
-    from zelo_hf.labeling import thurstone_map
+    from zelo_hf.labeling import label_grouped, thurstone_map
 
     start = time.perf_counter()
     sim = simulate_queries(args.n_queries, args.n_docs, args.degree, seed=args.seed)
@@ -292,6 +294,9 @@ def through_map(args) -> dict:
     # once per process, timed apart on one query so the rate below is the map's own
     _, load_s, _ = timed(grouped.select(range(1)).map, thurstone_map, batched=True)
     labels, seconds, cpu = timed(grouped.map, thurstone_map, batched=True)  # the user's call, defaults (SE on)
+    # the library's own fit step (label_preferences): the map writes only the label columns, joined on after
+    joined, joined_s, _ = timed(label_grouped, grouped)
+    assert joined.column_names == labels.column_names and joined[-3:]["elo"] == labels[-3:]["elo"]
     mm = mm_seconds_per_query(sim, args.baseline_queries)
     out = {
         "queries_per_s_map": round(len(grouped) / seconds, 1),
@@ -301,6 +306,8 @@ def through_map(args) -> dict:
         "map_cpu_us_per_query": round(1e6 * cpu / len(grouped), 1),
         "mm_dense_ms_per_query": round(1e3 * mm, 3),
         "speedup_vs_mm": round(mm * len(grouped) / seconds, 1),
+        "queries_per_s_label_grouped": round(len(grouped) / joined_s, 1),
+        "label_grouped_vs_map": round(seconds / joined_s, 2),
         "max_abs_diff_vs_scipy": map_exactness(labels, args.exact_queries),
         "se_finite_pct": 100.0 * float(np.mean(np.isfinite(np.concatenate(labels["elo_se"])))),
     }
@@ -313,7 +320,7 @@ def through_map(args) -> dict:
             "queries_per_s_map_default_threads_same_queries": round(len(small) / default_s, 1),
             "queries_per_s_map_1_thread": round(len(small) / single_s, 1),
         }
-    del labels, grouped
+    del labels, joined, grouped
     shutil.rmtree(work, ignore_errors=True)
     return out | {
         "grouped_set_file_backed": big,

@@ -108,6 +108,18 @@ def test_large_results_go_to_an_arrow_file_small_ones_stay_in_memory(tmp_path):
     assert_same(reference_group_preferences(flat), on_disk)
 
 
+def test_two_file_backed_results_in_one_process_stay_apart():
+    """Each file-backed result gets its own temporary file: a second grouping must not rewrite the file under the
+    first (label_preferences joins the label columns onto the grouped set, so labels keep reading it)."""
+    first_flat, second_flat = flat_pairs(n_queries=12, seed=7), flat_pairs(n_queries=9, seed=8)
+    first = group_preferences(first_flat, window_rows=16)
+    expected = first.to_list()
+    second = group_preferences(second_flat, window_rows=16)
+    assert first.cache_files[0]["filename"] != second.cache_files[0]["filename"]
+    assert first.to_list() == expected
+    assert_same(reference_group_preferences(second_flat), second)
+
+
 def test_streaming_input_grouped_by_query(tmp_path):
     flat = flat_pairs(seed=5)
     streamed = group_preferences(flat.to_iterable_dataset(num_shards=3), window_rows=11)

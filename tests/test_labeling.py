@@ -8,7 +8,7 @@ from datasets import Dataset
 from scipy.stats import spearmanr
 
 from zelo_hf.grouping import group_preferences
-from zelo_hf.labeling import flatten_labels, label_preferences, thurstone_map
+from zelo_hf.labeling import flatten_labels, label_grouped, label_preferences, thurstone_map
 from zelo_hf.simulate import simulate_queries
 from zelo_hf.thurstone import fit_scores
 
@@ -85,6 +85,17 @@ def test_label_preferences_with_two_processes_equals_one():
     one = label_preferences(flat, num_proc=1, batch_size=2)
     two = label_preferences(flat, num_proc=2, batch_size=2)
     np.testing.assert_allclose(np.concatenate(one["elo"]), np.concatenate(two["elo"]), atol=1e-12)
+
+
+def test_label_grouped_equals_the_map_that_keeps_every_column():
+    """label_preferences maps the label columns alone and joins them onto the grouped set: the same rows, columns
+    (in order), types and values as ``grouped.map(thurstone_map)``, for one process and for two."""
+    grouped = group_preferences(preference_set(n_queries=5, n_docs=10)[0])
+    plain = grouped.map(thurstone_map, batched=True, batch_size=2)
+    for num_proc in (None, 2):
+        joined = label_grouped(grouped, num_proc=num_proc, batch_size=2)
+        assert joined.features == plain.features and len(joined) == len(plain)
+        assert joined.to_list() == plain.to_list()
 
 
 @pytest.mark.parametrize(

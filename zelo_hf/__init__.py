@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "thurstone_map": "labeling",
     "group_preferences": "grouping",
     "label_preferences": "labeling",
+    "label_grouped": "labeling",
     "flatten_labels": "labeling",
     "save_label_set": "label_sets",
     "label_summary": "label_sets",

@@ -7,10 +7,10 @@ grouped one bounded window of whole queries at a time. The output is the input o
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
@@ -246,10 +246,14 @@ class _GroupedOutput:
         import pyarrow as pa
 
         if self.writer is None:
-            if self.path is None:
+            if self.path is None:  # a file of its own: a later grouping must not rewrite one still memory-mapped
                 from datasets.fingerprint import get_temporary_cache_files_directory
 
-                self.path = str(Path(get_temporary_cache_files_directory()) / "grouped_preferences.arrow")
+                with tempfile.NamedTemporaryFile(
+                    dir=get_temporary_cache_files_directory(), prefix="grouped_preferences-", suffix=".arrow",
+                    delete=False,
+                ) as f:
+                    self.path = f.name
             self.writer = pa.ipc.new_stream(self.path, self.tables[0].schema)
         for t in self.tables:
             self.writer.write_table(t)
