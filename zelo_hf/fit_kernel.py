@@ -226,7 +226,11 @@ def _far_terms(d: float, p: float, thurstone: bool):
 
 @njit(**_JIT_VEC)
 def edge_terms(d, p, thurstone: bool, dl, w, ll) -> None:
-    """Per pair e: ``dl[e] = l'(d[e])``, ``w[e] = -l''(d[e]) > 0`` and ``ll[e] = l(d[e])`` for labels ``p``."""
+    """Per pair e: ``dl[e] = l'(d[e])``, ``w[e] = -l''(d[e]) > 0`` and ``ll[e] = l(d[e])`` for labels ``p``.
+
+    Against 40-digit mpmath (``test_pair_terms_match_40_digit_references``), Thurstone on |d| <= 25: dl to 6e-14 of
+    the size of its two terms, w to 5e-13 and ll to 6e-14 relative (libm's scalar terms: 6e-14, 6e-11, and ll = 0
+    where the label is certain and the tail below 1e-16); Bradley-Terry to 7e-16 everywhere."""
     if thurstone:
         _thurstone_terms(d, p, dl, w, ll)
     else:
