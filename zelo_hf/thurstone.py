@@ -18,7 +18,8 @@ diagonal; random regular graphs are expanders, so CG needs few iterations), inex
 tight ones near it, and a backtracking line search (monotone ascent). Standard errors are exact:
 ``sqrt(diag(H^-1))`` at the optimum, by eliminating an independent set of the comparison graph and a dense
 Cholesky factor of the Schur complement left. The per-pair terms (l', l'' and l of every judgment) are computed
-for a query's pairs in one SIMD loop. The kernel calls no BLAS, so T threads use T cores whatever BLAS/OpenMP would do on a shared machine.
+for a query's pairs in one SIMD loop. The kernel calls no BLAS, so T threads use T cores whatever BLAS/OpenMP would
+do on a shared machine.
 """
 
 from __future__ import annotations
@@ -327,7 +328,7 @@ def fit_scores_grouped(
         tol: a query has converged when max |gradient| <= tol.
         max_iter, max_cg: Newton steps and CG iterations per Newton step.
         compute_se: also compute exact standard errors (block elimination, then a dense Cholesky per query:
-            ~1/5 of the fit at n = 100).
+            ~1/3 of the fit at n = 100).
         query_ids: names for error messages.
         edge_offset: a known constant added to each pair's difference (see :func:`fit_scores_flat`).
         chunk_size, num_threads: queries per independent block (cache-sized), blocks solved in parallel threads
