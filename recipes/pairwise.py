@@ -11,10 +11,8 @@ logic lives in ``zelo_hf.pipelines.pairwise``.
 from __future__ import annotations
 
 from zelo_hf.pipelines.pairwise import main, make_parser
-from zelo_hf.utils import close_distributed
+from zelo_hf.utils import closing_distributed
 
 if __name__ == "__main__":
-    try:
+    with closing_distributed():
         main(*make_parser().parse_args_and_config())
-    finally:
-        close_distributed()

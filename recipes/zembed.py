@@ -11,10 +11,8 @@ after on held-out queries. The logic lives in ``zelo_hf.pipelines.zembed``.
 from __future__ import annotations
 
 from zelo_hf.pipelines.zembed import main, make_parser
-from zelo_hf.utils import close_distributed
+from zelo_hf.utils import closing_distributed
 
 if __name__ == "__main__":
-    try:
+    with closing_distributed():
         main(*make_parser().parse_args_and_config())
-    finally:
-        close_distributed()

@@ -12,10 +12,8 @@ preferences (graphs + judging) -> [pairwise model -> pairwise preferences] -> la
 from __future__ import annotations
 
 from zelo_hf.pipelines.zerank import main, make_parser
-from zelo_hf.utils import close_distributed
+from zelo_hf.utils import closing_distributed
 
 if __name__ == "__main__":
-    try:
+    with closing_distributed():
         main(*make_parser().parse_args_and_config())
-    finally:
-        close_distributed()

@@ -155,3 +155,41 @@ def test_zerank_recipe_trains_the_pairwise_model_then_the_reranker_under_zero3(t
     assert (out / "pairwise" / "model" / "model.safetensors").exists()
     assert_every_tensor_trained(load_weights(out / "pointwise" / "model"), load_weights(Path(tiny_bert_path)))
     assert_crossencoder_agrees(out / "pointwise" / "model")
+
+
+@pytest.fixture
+def one_process_group(monkeypatch):
+    """A real 1-process gloo group in this process, with ``dist.barrier`` counted (and still run)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    barriers, real = [], dist.barrier
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: (barriers.append(1), real(*a, **k))[1])
+    yield barriers
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_a_finished_run_waits_for_its_peers_then_closes_the_process_group(one_process_group):
+    """The barrier is what lets the gloo workers of a ZeRO-3 rank drop their last all-gather before the exit."""
+    import torch
+    import torch.distributed as dist
+
+    from zelo_hf.utils import closing_distributed
+
+    ones = torch.ones(3)
+    with closing_distributed():
+        dist.all_reduce(ones)
+    assert ones.tolist() == [1.0, 1.0, 1.0]
+    assert one_process_group == [1] and not dist.is_initialized()
+
+
+def test_a_failed_run_closes_the_process_group_without_waiting_for_peers(one_process_group):
+    """After an error the other ranks may never reach a barrier: the group is closed and the error goes on."""
+    import torch.distributed as dist
+
+    from zelo_hf.utils import closing_distributed
+
+    with pytest.raises(RuntimeError, match="rank failed"), closing_distributed():
+        raise RuntimeError("rank failed")
+    assert one_process_group == [] and not dist.is_initialized()

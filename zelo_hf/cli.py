@@ -16,7 +16,7 @@ import os
 import sys
 
 from . import __version__
-from .utils import close_distributed
+from .utils import closing_distributed
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -113,10 +113,8 @@ def run_command(argv: list[str]) -> int:
         return 2
     module, parser = make_command_parser(name)
     args = parser.parse_args_and_config(rest)
-    try:
+    with closing_distributed():
         result = module.main(*args)
-    finally:
-        close_distributed()
     return int(result) if isinstance(result, int) else 0
 
 

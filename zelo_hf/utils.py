@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -46,17 +47,37 @@ def is_matplotlib_available() -> bool:
     return _available("matplotlib")
 
 
-def close_distributed() -> None:
-    """Destroy the torch.distributed process group a launched run created (accelerate / DeepSpeed), once the work is
-    done: left to the interpreter's exit, its threads were torn down in any order, and a rank of a ZeRO-3 CPU run
-    could abort ("terminate called without an active exception", SIGABRT) after training had finished. PyTorch asks
-    programs to call ``destroy_process_group`` on normal exit."""
+def close_distributed(wait_for_peers: bool = True) -> None:
+    """Close the torch.distributed process group a launched run created (accelerate / DeepSpeed), once its work is
+    done: a barrier first (``wait_for_peers``), then ``destroy_process_group`` (which PyTorch asks programs to call).
+
+    The barrier is what keeps a rank alive until every collective it took part in has finished on every thread:
+    ZeRO-3's parameters hold their process group through autograd hooks, so its gloo worker threads outlive
+    ``destroy_process_group`` and run until the interpreter exits; a worker that released a finished all-gather's
+    tensors (which needs the GIL) while the interpreter was finalizing aborted the rank ("terminate called without
+    an active exception", SIGABRT; gdb: ``ProcessGroupGloo::runLoop`` -> ``~AsyncAllgatherWork`` -> ``take_gil`` ->
+    ``pthread_exit``), about one run in eight of a 2-process ZeRO-3 CPU run. Waiting for the peers (the barrier waits
+    for all earlier work, and rank 0 still writes the model) gives those threads the GIL before the exit. No barrier
+    after an error: the other ranks may never reach it."""
     if "torch" not in sys.modules:
         return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def closing_distributed():
+    """Run a launched program's work, then :func:`close_distributed` (with the barrier only when the work succeeded)."""
+    try:
+        yield
+    except BaseException:
+        close_distributed(wait_for_peers=False)
+        raise
+    close_distributed()
 
 
 def require(module: str, extra: str, purpose: str) -> None:
